@@ -1,0 +1,304 @@
+//! The blocking connection loop of steps 01–04.
+//!
+//! One thread (or process) owns one connection: it reads until a request head is complete,
+//! reads the body (if any), waits the request's delay, writes the answer, and goes back to
+//! reading, until the client or a timeout ends the connection. Each step differs only in *who*
+//! runs [`serve_connection`]: a forked child, a new thread, a worker taking connections from a
+//! queue or a pool.
+
+use std::io::{Read, Write};
+use std::net::{Shutdown, TcpStream};
+use std::os::fd::AsFd;
+use std::time::{Duration, Instant};
+
+use crate::chunked::ChunkedDecoder;
+use crate::log;
+use crate::parse::{BodyFraming, parse_head};
+use crate::response::Response;
+use crate::signals::Signals;
+use crate::site::Site;
+use crate::wait::wait_readable;
+
+/// How long we keep reading, and dropping, what a client still sends after we answered and
+/// decided to close (see [`Connection::linger_and_close`]).
+const LINGER: Duration = Duration::from_secs(2);
+
+/// How much one `read` takes from the socket.
+const READ_CHUNK: usize = 8 * 1024;
+
+/// The per-connection settings, from [`crate::CommonArgs::conn_config`].
+#[derive(Debug, Clone)]
+pub struct ConnConfig {
+    /// A request head must be complete this long after its first byte (on a new connection:
+    /// after the connection opened). Also the longest pause while reading a body, and the
+    /// longest a write may block on a client that does not read.
+    pub header_timeout: Duration,
+    /// How long a keep-alive connection may sit idle between requests.
+    pub idle_timeout: Duration,
+    /// Print an access log line per request.
+    pub log: bool,
+}
+
+/// Serves requests on `stream` until the connection ends. Never panics on anything the client
+/// does; I/O errors end this connection only.
+///
+/// The first request's head must be complete within the header timeout; after each answer the
+/// connection may wait up to the idle timeout for the next one. During that idle wait a
+/// shutdown (see [`Signals`]) closes the connection at once; a request already in flight is
+/// answered first, with `Connection: close`.
+pub fn serve_connection(stream: TcpStream, site: &Site, config: &ConnConfig, signals: Signals) {
+    let Some(mut connection) = Connection::new(stream, config, signals) else {
+        return;
+    };
+    let mut head_deadline = Instant::now() + config.header_timeout;
+    while connection.serve_request(site, head_deadline) == Next::KeepAlive {
+        if connection.buf.is_empty() {
+            let idle_deadline = Instant::now() + config.idle_timeout;
+            if connection.read_more(idle_deadline, Watch::Shutdown) != Outcome::Data {
+                // Idle too long, client gone, or shutting down: close without an answer.
+                return;
+            }
+        }
+        head_deadline = Instant::now() + config.header_timeout;
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Next {
+    KeepAlive,
+    Close,
+}
+
+/// What waiting for more bytes ended with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Outcome {
+    Data,
+    Closed,
+    TimedOut,
+    Shutdown,
+}
+
+/// Whether a wait also ends when a shutdown is requested.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Watch {
+    Shutdown,
+    DataOnly,
+}
+
+/// Why a request body could not be read to its end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum BodyError {
+    Malformed,
+    TimedOut,
+    Closed,
+}
+
+/// What the loop keeps of a request head once its bytes are dropped from the buffer.
+struct Request {
+    keep_alive: bool,
+    body: BodyFraming,
+    expect_continue: bool,
+    line: String,
+}
+
+struct Connection<'c> {
+    stream: TcpStream,
+    config: &'c ConnConfig,
+    signals: Signals,
+    /// `ip:port` of the client, for the log (empty when not logging).
+    peer: String,
+    /// Bytes read but not yet consumed: part of a head, or the next pipelined request.
+    buf: Vec<u8>,
+    /// The response being written, kept to reuse its allocation.
+    out: Vec<u8>,
+}
+
+impl<'c> Connection<'c> {
+    fn new(stream: TcpStream, config: &'c ConnConfig, signals: Signals) -> Option<Self> {
+        // An accepted socket inherits O_NONBLOCK from the listener on BSD and macOS; this loop
+        // wants plain blocking reads after `poll` says there is data.
+        stream.set_nonblocking(false).ok()?;
+        stream.set_write_timeout(Some(config.header_timeout)).ok()?;
+        // Small responses go out at once instead of waiting for Nagle's algorithm.
+        let _ = stream.set_nodelay(true);
+        let peer = match (config.log, stream.peer_addr()) {
+            (true, Ok(address)) => address.to_string(),
+            _ => String::new(),
+        };
+        Some(Connection {
+            stream,
+            config,
+            signals,
+            peer,
+            buf: Vec::with_capacity(READ_CHUNK),
+            out: Vec::with_capacity(1024),
+        })
+    }
+
+    /// Reads one request (head and body), waits its delay and answers it.
+    fn serve_request(&mut self, site: &Site, head_deadline: Instant) -> Next {
+        let (reply, request) = loop {
+            match parse_head(&self.buf) {
+                Ok(Some(head)) => {
+                    let reply = site.reply(&head);
+                    let line = if self.config.log { head.request_line() } else { String::new() };
+                    let request = Request {
+                        keep_alive: head.keep_alive,
+                        body: head.body,
+                        expect_continue: head.expect_continue,
+                        line,
+                    };
+                    self.buf.drain(..head.len);
+                    break (reply, request);
+                }
+                Ok(None) => match self.read_more(head_deadline, Watch::DataOnly) {
+                    Outcome::Data => {}
+                    Outcome::TimedOut => {
+                        return self.fail(site, Response::error(408), "request head timed out");
+                    }
+                    Outcome::Closed | Outcome::Shutdown => return Next::Close,
+                },
+                Err(error) => return self.fail(site, site.parse_error(error), &error.to_string()),
+            }
+        };
+        let started = Instant::now();
+
+        match self.discard_body(request.body, request.expect_continue) {
+            Ok(()) => {}
+            Err(BodyError::TimedOut) => {
+                return self.fail(site, Response::error(408), "request body timed out");
+            }
+            Err(BodyError::Malformed) => {
+                return self.fail(site, Response::error(400), "bad chunked body");
+            }
+            Err(BodyError::Closed) => return Next::Close,
+        }
+
+        // The blocking steps' whole cost model is this line: the thread (or process) is
+        // taken for the full delay, whatever else is waiting.
+        if !reply.delay.is_zero() {
+            std::thread::sleep(reply.delay);
+        }
+
+        // A request in flight when a shutdown arrives is answered, then the connection closes.
+        let keep_alive = request.keep_alive && !self.signals.shutdown_requested();
+        self.out.clear();
+        site.render(&reply.response, keep_alive, &mut self.out);
+        if self.stream.write_all(&self.out).is_err() {
+            return Next::Close;
+        }
+        if self.config.log {
+            let status = reply.response.status;
+            log::access(&self.peer, &request.line, status, self.out.len(), started.elapsed());
+        }
+        if keep_alive && !reply.response.close {
+            Next::KeepAlive
+        } else {
+            self.linger_and_close();
+            Next::Close
+        }
+    }
+
+    /// Reads and drops the request body, so that the next request starts at the right byte.
+    fn discard_body(&mut self, body: BodyFraming, expect_continue: bool) -> Result<(), BodyError> {
+        if body == BodyFraming::None {
+            return Ok(());
+        }
+        if expect_continue && self.buf.is_empty() {
+            // The client waits for our go-ahead before sending the body (RFC 9110 §10.1.1).
+            self.stream
+                .write_all(b"HTTP/1.1 100 Continue\r\n\r\n")
+                .map_err(|_| BodyError::Closed)?;
+        }
+        match body {
+            BodyFraming::None => Ok(()),
+            BodyFraming::Length(mut left) => loop {
+                let used = usize::try_from(left).unwrap_or(usize::MAX).min(self.buf.len());
+                self.buf.drain(..used);
+                left -= used as u64;
+                if left == 0 {
+                    return Ok(());
+                }
+                self.read_body_bytes()?;
+            },
+            BodyFraming::Chunked => {
+                let mut decoder = ChunkedDecoder::new();
+                loop {
+                    let used = decoder
+                        .feed(&self.buf, |_| {})
+                        .map_err(|_| BodyError::Malformed)?;
+                    self.buf.drain(..used);
+                    if decoder.is_done() {
+                        return Ok(());
+                    }
+                    self.read_body_bytes()?;
+                }
+            }
+        }
+    }
+
+    /// Waits for more of a body: a pause longer than the header timeout ends the request.
+    fn read_body_bytes(&mut self) -> Result<(), BodyError> {
+        let deadline = Instant::now() + self.config.header_timeout;
+        match self.read_more(deadline, Watch::DataOnly) {
+            Outcome::Data => Ok(()),
+            Outcome::TimedOut => Err(BodyError::TimedOut),
+            Outcome::Closed | Outcome::Shutdown => Err(BodyError::Closed),
+        }
+    }
+
+    /// Answers an error and closes: the head could not be parsed, or the client was too slow.
+    fn fail(&mut self, site: &Site, response: Response, why: &str) -> Next {
+        self.out.clear();
+        site.render(&response, false, &mut self.out);
+        if self.stream.write_all(&self.out).is_ok() {
+            if self.config.log {
+                let line = format!("<{why}>");
+                log::access(&self.peer, &line, response.status, self.out.len(), Duration::ZERO);
+            }
+            self.linger_and_close();
+        }
+        Next::Close
+    }
+
+    /// Closes gently, like nginx's lingering close: stop sending, then read and drop what the
+    /// client still sends until it closes too (or [`LINGER`] passes). Closing a socket that
+    /// still has unread input makes the kernel send a reset, and a reset can destroy our answer
+    /// before the client has read it: the client would see "connection reset" instead of 400.
+    fn linger_and_close(&mut self) {
+        let _ = self.stream.shutdown(Shutdown::Write);
+        let deadline = Instant::now() + LINGER;
+        loop {
+            self.buf.clear();
+            if self.read_more(deadline, Watch::DataOnly) != Outcome::Data {
+                return;
+            }
+        }
+    }
+
+    /// Waits until the socket has data (or `deadline`, or a shutdown when watched) and
+    /// appends what one `read` returns to `buf`.
+    fn read_more(&mut self, deadline: Instant, watch: Watch) -> Outcome {
+        let shutdown = self.signals.shutdown_fd();
+        let both = [self.stream.as_fd(), shutdown];
+        let fds = if watch == Watch::Shutdown { &both[..] } else { &both[..1] };
+        match wait_readable(fds, Some(deadline)) {
+            Err(_) => return Outcome::Closed,
+            Ok(ready) if ready.timed_out() => return Outcome::TimedOut,
+            // Data first: a request that already arrived is still served.
+            Ok(ready) if !ready.is_ready(0) => return Outcome::Shutdown,
+            Ok(_) => {}
+        }
+        let mut chunk = [0u8; READ_CHUNK];
+        match self.stream.read(&mut chunk) {
+            Ok(0) => Outcome::Closed,
+            Ok(read) => {
+                self.buf.extend_from_slice(&chunk[..read]);
+                Outcome::Data
+            }
+            Err(error) if error.kind() == std::io::ErrorKind::Interrupted => Outcome::Data,
+            // ECONNRESET and friends: the client is gone.
+            Err(_) => Outcome::Closed,
+        }
+    }
+}

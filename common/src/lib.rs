@@ -1,0 +1,42 @@
+//! What every step of fork-to-proxy shares, written once.
+//!
+//! The seven steps differ in one thing: how they hand connections to the code that serves them
+//! (a process each, a thread each, a queue, a pool, an event loop, processes running event
+//! loops, a proxy). Everything else lives here, so that the source of a step is that one idea,
+//! and `diff` between two steps shows the lesson.
+//!
+//! # Layout
+//!
+//! - [`args`]: the options every step has ([`CommonArgs`]), and one-line start-up errors.
+//! - [`listen`]: binding with a real backlog, and the `listening on` start-up line.
+//! - [`parse`]: incremental request-head parsing with `httparse`, and body framing rules.
+//! - [`chunked`]: an incremental decoder for chunked request bodies.
+//! - [`site`]: the routes ([`Site`]); a request becomes a [`Reply`], a response plus a delay,
+//!   never a sleep, so that an event loop can serve the same site with timers.
+//! - [`response`]: status line, headers and body on the wire.
+//! - [`date`]: the `Date` header, formatted at most once a second.
+//! - [`connection`]: the blocking loop of steps 01–04 ([`serve_connection`]): keep-alive,
+//!   pipelining, timeouts, errors.
+//! - [`signals`]: `SIGINT`/`SIGTERM` and friends as pipes that loops can `poll`.
+//! - [`wait`]: waiting on a few descriptors with a deadline.
+//! - [`process`]: ending a forked child.
+//! - [`log`]: the access log and error lines.
+
+pub mod args;
+pub mod chunked;
+pub mod connection;
+pub mod date;
+pub mod listen;
+pub mod log;
+pub mod parse;
+pub mod process;
+pub mod response;
+pub mod signals;
+pub mod site;
+pub mod wait;
+
+pub use args::CommonArgs;
+pub use connection::{ConnConfig, serve_connection};
+pub use response::Response;
+pub use signals::Signals;
+pub use site::{Reply, Site};

@@ -1,0 +1,104 @@
+//! Step 02's own experiments: a thread per connection serves slow clients side by side,
+//! `/stats` counts the threads, the cap holds, no thread outlives its connection, and SIGTERM
+//! lets the request in flight finish.
+
+use std::thread;
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::Signal;
+use testkit::load::concurrent_gets;
+use testkit::{Client, Server, procfs, tools};
+
+const BIN: &str = env!("CARGO_BIN_EXE_step02-threads");
+
+/// The course's experiment: 20 clients each asking for a one-second answer take about one
+/// second, not twenty.
+#[test]
+fn twenty_slow_requests_take_about_one() {
+    let server = Server::start(BIN, &["--quiet"]);
+    let burst = concurrent_gets(server.addr(), "/sleep?ms=1000", 20);
+    assert_eq!(burst.count_status(200), 20, "{:?}", burst.failures());
+    assert!(burst.wall < Duration::from_millis(2500), "took {:?}", burst.wall);
+}
+
+/// While five slow requests are in flight, `/stats` sees their threads (and its own).
+#[test]
+fn stats_counts_live_threads_and_connections() {
+    let server = Server::start(BIN, &["--quiet"]);
+    let addr = server.addr();
+    let slow = thread::spawn(move || concurrent_gets(addr, "/sleep?ms=800", 5));
+    thread::sleep(Duration::from_millis(300));
+    let stats = server.get("/stats").json();
+    assert_eq!(stats["threads"].as_u64(), Some(6), "{stats}");
+    assert_eq!(stats["connections"].as_u64(), Some(6), "{stats}");
+    assert_eq!(slow.join().expect("clients").count_status(200), 5);
+    let stats = server.get("/stats").json();
+    assert_eq!(stats["threads"].as_u64(), Some(1), "{stats}");
+    assert_eq!(stats["served"].as_u64(), Some(6), "{stats}");
+}
+
+/// At `--max-threads 2` the third client waits for a thread to end: six requests of 300 ms
+/// take three rounds, and all are answered.
+#[test]
+fn max_threads_caps_the_threads() {
+    let server = Server::start(BIN, &["--quiet", "--max-threads", "2"]);
+    let burst = concurrent_gets(server.addr(), "/sleep?ms=300", 6);
+    assert_eq!(burst.count_status(200), 6, "{:?}", burst.failures());
+    assert!(burst.wall > Duration::from_millis(850), "took only {:?}", burst.wall);
+}
+
+/// Connection threads end with their connections: after 100 connections the process is back
+/// to its one main thread.
+#[test]
+fn no_thread_outlives_its_connection() {
+    if !tools::has_procfs("no_thread_outlives_its_connection") {
+        return;
+    }
+    let server = Server::start(BIN, &["--quiet"]);
+    for _ in 0..5 {
+        assert_eq!(concurrent_gets(server.addr(), "/", 20).count_status(200), 20);
+    }
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while procfs::thread_count(server.pid()) != Some(1) {
+        assert!(Instant::now() < deadline, "threads: {:?}", procfs::thread_count(server.pid()));
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// SIGTERM while a request is in flight: it is answered in full, then the server exits 0.
+#[test]
+fn sigterm_lets_the_request_in_flight_finish() {
+    let mut server = Server::start(BIN, &["--quiet"]);
+    let addr = server.addr();
+    let in_flight = thread::spawn(move || Client::connect(addr).get("/sleep?ms=1000"));
+    thread::sleep(Duration::from_millis(300));
+    let started = Instant::now();
+    server.signal(Signal::SIGTERM);
+    let response = in_flight.join().expect("client thread");
+    assert_eq!((response.status, response.text().as_str()), (200, "slept 1000 ms\n"));
+    assert_eq!(response.header("connection"), Some("close"));
+    let status = server.wait_exit(Duration::from_secs(5));
+    assert_eq!(status.and_then(|s| s.code()), Some(0));
+    assert!(started.elapsed() < Duration::from_secs(3));
+}
+
+/// A shutdown that outlasts the grace period still ends, with exit status 0.
+#[test]
+fn the_grace_period_bounds_the_shutdown() {
+    let mut server = Server::start(BIN, &["--quiet", "--grace-ms", "300"]);
+    let addr = server.addr();
+    let _stuck = thread::spawn(move || Client::connect(addr).try_read_response(false).ok());
+    let in_flight = thread::spawn(move || {
+        let mut client = Client::connect(addr);
+        client.send(b"GET /sleep?ms=5000 HTTP/1.1\r\nHost: t\r\n\r\n");
+        client.try_read_response(false).ok()
+    });
+    thread::sleep(Duration::from_millis(200));
+    let started = Instant::now();
+    server.signal(Signal::SIGTERM);
+    let status = server.wait_exit(Duration::from_secs(5));
+    assert_eq!(status.and_then(|s| s.code()), Some(0));
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(2), "took {took:?}");
+    assert!(in_flight.join().expect("client").is_none(), "the 5 s request was cut off");
+}

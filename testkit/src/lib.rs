@@ -1,0 +1,72 @@
+//! Test helpers shared by every step.
+//!
+//! Tests start the real binary ([`Server::start`], always on port 0, reading the
+//! `listening on` line), talk to it over real TCP ([`Client`]) and assert on what a user would
+//! see. The contract that every step honours is checked once, in [`contract`], and each step
+//! runs it with [`contract_suite!`].
+//!
+//! # Layout
+//!
+//! - [`server`]: start a step, signal it, stop it (its whole process group, by pid).
+//! - [`client`]: a small HTTP/1.1 client over a raw `TcpStream`.
+//! - [`contract`]: the contract conformance checks, one function each.
+//! - [`load`]: many requests at once, for the timing-ratio tests.
+//! - [`procfs`]: counting a server's children, zombies and threads on Linux.
+//! - [`tools`]: external tools a test needs (python3), skipped with a printed reason.
+
+pub mod client;
+pub mod contract;
+pub mod load;
+pub mod procfs;
+pub mod server;
+pub mod tools;
+
+pub use client::{Client, Response, get};
+pub use server::Server;
+
+/// Generates one `#[test]` per contract check for a step's binary, with optional extra options
+/// for every server it starts:
+///
+/// ```ignore
+/// mod contract {
+///     testkit::contract_suite!(env!("CARGO_BIN_EXE_step01-fork"));
+/// }
+/// mod contract_iterative {
+///     testkit::contract_suite!(env!("CARGO_BIN_EXE_step01-fork"), "--iterative");
+/// }
+/// ```
+#[macro_export]
+macro_rules! contract_suite {
+    ($bin:expr $(, $arg:expr)* $(,)?) => {
+        $crate::contract_suite!(@tests $bin, [$($arg),*];
+            routes_answer_as_the_contract_says,
+            head_is_get_without_body,
+            matching_etag_gets_304,
+            other_methods_get_405_with_allow,
+            keep_alive_serves_several_requests,
+            pipelined_requests_are_answered_in_order,
+            connection_close_is_honoured,
+            http_1_0_closes_unless_kept_alive,
+            garbage_gets_400_and_close,
+            oversized_head_gets_431_and_close,
+            slow_head_gets_408,
+            idle_keep_alive_connection_is_closed,
+            framing_conflicts_get_400,
+            request_bodies_are_read_and_discarded,
+            expect_100_continue_is_answered,
+            client_disconnects_do_not_hurt_others,
+            stats_is_json,
+            bad_options_fail_with_one_line,
+            port_in_use_fails_with_one_line,
+            sigterm_when_idle_exits_0
+        );
+    };
+    (@tests $bin:expr, $args:tt; $($name:ident),*) => {
+        $(
+            #[test]
+            fn $name() {
+                $crate::contract::$name($bin, &$args);
+            }
+        )*
+    };
+}

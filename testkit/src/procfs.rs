@@ -1,0 +1,50 @@
+//! A server's processes and threads, read from `/proc` (Linux only; elsewhere the functions
+//! return `None` and the tests that need them say they skip).
+
+use std::fs;
+
+/// One process: its pid and its state letter (`R`, `S`, `Z` for a zombie, ...).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Process {
+    pub pid: u32,
+    pub state: char,
+}
+
+/// The children of `parent`, zombies included.
+pub fn children_of(parent: u32) -> Option<Vec<Process>> {
+    let entries = fs::read_dir("/proc").ok()?;
+    let mut children = Vec::new();
+    for entry in entries.flatten() {
+        let Some(pid) = entry.file_name().to_str().and_then(|name| name.parse::<u32>().ok()) else {
+            continue;
+        };
+        // A process may exit while we look; skip it.
+        let Ok(stat) = fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        // `pid (comm) state ppid ...`; comm may hold spaces and parentheses, so split after
+        // the last ')'.
+        let Some((_, rest)) = stat.rsplit_once(')') else { continue };
+        let mut fields = rest.split_whitespace();
+        let state = fields.next().and_then(|s| s.chars().next()).unwrap_or('?');
+        let ppid = fields.next().and_then(|p| p.parse::<u32>().ok());
+        if ppid == Some(parent) {
+            children.push(Process { pid, state });
+        }
+    }
+    Some(children)
+}
+
+/// How many threads process `pid` has.
+pub fn thread_count(pid: u32) -> Option<usize> {
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("Threads:"))
+        .and_then(|count| count.trim().parse().ok())
+}
+
+/// Whether process `pid` exists (zombies count).
+pub fn exists(pid: u32) -> bool {
+    fs::metadata(format!("/proc/{pid}")).is_ok()
+}
