@@ -18,13 +18,23 @@ const MAX_TRAILER_BYTES: usize = 8 * 1024;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
     /// Reading the hex size of the next chunk.
-    Size { size: u64, digits: u32 },
+    Size {
+        size: u64,
+        digits: u32,
+    },
     /// Skipping `;name=value` extensions up to the CR of the size line.
-    Extension { size: u64, bytes: usize },
+    Extension {
+        size: u64,
+        bytes: usize,
+    },
     /// Expecting the LF that ends the size line.
-    SizeLf { size: u64 },
+    SizeLf {
+        size: u64,
+    },
     /// Inside a chunk's data, this many bytes left.
-    Data { left: u64 },
+    Data {
+        left: u64,
+    },
     DataCr,
     DataLf,
     /// At the start of a trailer line (or of the final empty line).
@@ -89,11 +99,17 @@ impl ChunkedDecoder {
         while at < input.len() && self.state != State::Done {
             if let State::Data { left } = self.state {
                 // Chunk data is handed on in bulk, not byte by byte.
-                let take = usize::try_from(left).unwrap_or(usize::MAX).min(input.len() - at);
+                let take = usize::try_from(left)
+                    .unwrap_or(usize::MAX)
+                    .min(input.len() - at);
                 on_data(&input[at..at + take]);
                 at += take;
                 let left = left - take as u64;
-                self.state = if left == 0 { State::DataCr } else { State::Data { left } };
+                self.state = if left == 0 {
+                    State::DataCr
+                } else {
+                    State::Data { left }
+                };
                 continue;
             }
             self.state = self.step(input[at])?;
@@ -110,7 +126,10 @@ impl ChunkedDecoder {
                     return Err(ChunkedError("chunk size too large"));
                 }
                 let digit = u64::from((byte as char).to_digit(16).unwrap_or(0));
-                State::Size { size: size << 4 | digit, digits: digits + 1 }
+                State::Size {
+                    size: size << 4 | digit,
+                    digits: digits + 1,
+                }
             }
             (State::Size { digits: 0, .. }, _) => return Err(ChunkedError("missing chunk size")),
             (State::Size { size, .. }, b';' | b' ' | b'\t') => State::Extension { size, bytes: 1 },
@@ -121,7 +140,10 @@ impl ChunkedDecoder {
             (State::Extension { bytes, .. }, _) if bytes >= MAX_EXTENSION_BYTES => {
                 return Err(ChunkedError("chunk extension too long"));
             }
-            (State::Extension { size, bytes }, _) => State::Extension { size, bytes: bytes + 1 },
+            (State::Extension { size, bytes }, _) => State::Extension {
+                size,
+                bytes: bytes + 1,
+            },
             (State::SizeLf { size: 0 }, b'\n') => State::TrailerStart,
             (State::SizeLf { size }, b'\n') => State::Data { left: size },
             (State::DataCr, b'\r') => State::DataLf,
@@ -172,7 +194,10 @@ mod tests {
         let mut decoder = ChunkedDecoder::new();
         let mut data = Vec::new();
         for byte in input.chunks(1) {
-            assert_eq!(decoder.feed(byte, |b| data.extend_from_slice(b)).unwrap(), 1);
+            assert_eq!(
+                decoder.feed(byte, |b| data.extend_from_slice(b)).unwrap(),
+                1
+            );
         }
         assert!(decoder.is_done());
         assert_eq!(data, b"0123456789");

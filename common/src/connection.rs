@@ -141,7 +141,11 @@ impl<'c> Connection<'c> {
             match parse_head(&self.buf) {
                 Ok(Some(head)) => {
                     let reply = site.reply(&head);
-                    let line = if self.config.log { head.request_line() } else { String::new() };
+                    let line = if self.config.log {
+                        head.request_line()
+                    } else {
+                        String::new()
+                    };
                     let request = Request {
                         keep_alive: head.keep_alive,
                         body: head.body,
@@ -189,7 +193,13 @@ impl<'c> Connection<'c> {
         }
         if self.config.log {
             let status = reply.response.status;
-            log::access(&self.peer, &request.line, status, self.out.len(), started.elapsed());
+            log::access(
+                &self.peer,
+                &request.line,
+                status,
+                self.out.len(),
+                started.elapsed(),
+            );
         }
         if keep_alive && !reply.response.close {
             Next::KeepAlive
@@ -213,7 +223,9 @@ impl<'c> Connection<'c> {
         match body {
             BodyFraming::None => Ok(()),
             BodyFraming::Length(mut left) => loop {
-                let used = usize::try_from(left).unwrap_or(usize::MAX).min(self.buf.len());
+                let used = usize::try_from(left)
+                    .unwrap_or(usize::MAX)
+                    .min(self.buf.len());
                 self.buf.drain(..used);
                 left -= used as u64;
                 if left == 0 {
@@ -254,17 +266,24 @@ impl<'c> Connection<'c> {
         if self.stream.write_all(&self.out).is_ok() {
             if self.config.log {
                 let line = format!("<{why}>");
-                log::access(&self.peer, &line, response.status, self.out.len(), Duration::ZERO);
+                log::access(
+                    &self.peer,
+                    &line,
+                    response.status,
+                    self.out.len(),
+                    Duration::ZERO,
+                );
             }
             self.linger_and_close();
         }
         Next::Close
     }
 
-    /// Closes gently, like nginx's lingering close: stop sending, then read and drop what the
-    /// client still sends until it closes too (or [`LINGER`] passes). Closing a socket that
-    /// still has unread input makes the kernel send a reset, and a reset can destroy our answer
-    /// before the client has read it: the client would see "connection reset" instead of 400.
+    /// Closes gently, like nginx's lingering close (RFC 9112 §9.6): stop sending, then read and
+    /// drop what the client still sends until it closes too (or [`LINGER`] passes). Closing a
+    /// socket that still has unread input is an abortive close: the kernel sends a reset and
+    /// discards whatever of our answer it has not sent yet, so on a slow network the client
+    /// would see "connection reset" instead of our 400.
     fn linger_and_close(&mut self) {
         let _ = self.stream.shutdown(Shutdown::Write);
         let deadline = Instant::now() + LINGER;
@@ -281,7 +300,11 @@ impl<'c> Connection<'c> {
     fn read_more(&mut self, deadline: Instant, watch: Watch) -> Outcome {
         let shutdown = self.signals.shutdown_fd();
         let both = [self.stream.as_fd(), shutdown];
-        let fds = if watch == Watch::Shutdown { &both[..] } else { &both[..1] };
+        let fds = if watch == Watch::Shutdown {
+            &both[..]
+        } else {
+            &both[..1]
+        };
         match wait_readable(fds, Some(deadline)) {
             Err(_) => return Outcome::Closed,
             Ok(ready) if ready.timed_out() => return Outcome::TimedOut,

@@ -54,7 +54,10 @@ fn open(address: SocketAddr, options: ListenOptions) -> nix::Result<TcpListener>
     if options.reuse_port {
         setsockopt(&fd, sockopt::ReusePort, &true)?;
     }
-    bind(std::os::fd::AsRawFd::as_raw_fd(&fd), &SockaddrStorage::from(address))?;
+    bind(
+        std::os::fd::AsRawFd::as_raw_fd(&fd),
+        &SockaddrStorage::from(address),
+    )?;
     listen(&fd, Backlog::MAXCONN)?;
     Ok(TcpListener::from(fd))
 }

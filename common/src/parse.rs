@@ -168,8 +168,7 @@ pub fn parse_head(buf: &[u8]) -> Result<Option<RequestHead<'_>>, ParseError> {
         Err(error) => return Err(from_httparse(error, buf)),
     };
     // httparse fills these in on `Complete`.
-    let (Some(method), Some(target), Some(minor)) =
-        (request.method, request.path, request.version)
+    let (Some(method), Some(target), Some(minor)) = (request.method, request.path, request.version)
     else {
         return Err(ParseError::Malformed("incomplete request line"));
     };
@@ -215,7 +214,9 @@ pub fn parse_head(buf: &[u8]) -> Result<Option<RequestHead<'_>>, ParseError> {
     }
     // Like nginx: an HTTP/1.1 request must name its host (RFC 9112 §3.2).
     if version == Version::Http11 && host.is_none() {
-        return Err(ParseError::Malformed("HTTP/1.1 request without Host header"));
+        return Err(ParseError::Malformed(
+            "HTTP/1.1 request without Host header",
+        ));
     }
     let body = framing.finish(version)?;
     Ok(Some(RequestHead {
@@ -244,8 +245,8 @@ struct Framing {
 
 impl Framing {
     fn content_length(&mut self, value: &[u8]) -> Result<(), ParseError> {
-        let length = parse_content_length(value)
-            .ok_or(ParseError::Malformed("invalid Content-Length"))?;
+        let length =
+            parse_content_length(value).ok_or(ParseError::Malformed("invalid Content-Length"))?;
         match self.content_length {
             // Two different lengths: one of them is a lie, and which one decides where the next
             // request starts. That ambiguity is how request smuggling works, so refuse.
@@ -286,7 +287,9 @@ impl Framing {
         }
         if version == Version::Http10 {
             // RFC 9112 §6.1: an HTTP/1.0 message with Transfer-Encoding has faulty framing.
-            return Err(ParseError::Malformed("Transfer-Encoding in an HTTP/1.0 request"));
+            return Err(ParseError::Malformed(
+                "Transfer-Encoding in an HTTP/1.0 request",
+            ));
         }
         if !self.last_is_chunked || self.chunked_seen > 1 {
             // Without chunked as the final (and only) framing coding the body's end cannot be
@@ -327,7 +330,10 @@ fn list_tokens(value: &[u8]) -> impl Iterator<Item = &[u8]> {
 fn trim_ows(value: &[u8]) -> &[u8] {
     let is_ows = |byte: &u8| *byte == b' ' || *byte == b'\t';
     let start = value.iter().position(|b| !is_ows(b)).unwrap_or(value.len());
-    let end = value.iter().rposition(|b| !is_ows(b)).map_or(start, |i| i + 1);
+    let end = value
+        .iter()
+        .rposition(|b| !is_ows(b))
+        .map_or(start, |i| i + 1);
     &value[start..end]
 }
 
@@ -368,9 +374,7 @@ fn names_later_version(buf: &[u8]) -> bool {
         return false;
     };
     match &line[slash + 5..] {
-        [major, b'.', minor] => {
-            major.is_ascii_digit() && *major >= b'2' && minor.is_ascii_digit()
-        }
+        [major, b'.', minor] => major.is_ascii_digit() && *major >= b'2' && minor.is_ascii_digit(),
         _ => false,
     }
 }
@@ -418,32 +422,62 @@ mod tests {
     fn http_1_0_closes_unless_asked_to_keep_alive() {
         assert!(!complete("GET / HTTP/1.0\r\n\r\n").keep_alive);
         assert!(complete("GET / HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n").keep_alive);
-        assert!(!complete("GET / HTTP/1.1\r\nHost: a\r\nConnection: keep-alive, close\r\n\r\n").keep_alive);
+        assert!(
+            !complete("GET / HTTP/1.1\r\nHost: a\r\nConnection: keep-alive, close\r\n\r\n")
+                .keep_alive
+        );
     }
 
     #[test]
     fn absolute_form_targets_route_by_their_path() {
-        assert_eq!(complete("GET http://x.test/stats?a HTTP/1.1\r\nHost: x\r\n\r\n").path(), "/stats");
-        assert_eq!(complete("GET HTTP://x.test HTTP/1.1\r\nHost: x\r\n\r\n").path(), "/");
-        assert_eq!(complete("GET http://x.test?q=1 HTTP/1.1\r\nHost: x\r\n\r\n").path(), "/");
+        assert_eq!(
+            complete("GET http://x.test/stats?a HTTP/1.1\r\nHost: x\r\n\r\n").path(),
+            "/stats"
+        );
+        assert_eq!(
+            complete("GET HTTP://x.test HTTP/1.1\r\nHost: x\r\n\r\n").path(),
+            "/"
+        );
+        assert_eq!(
+            complete("GET http://x.test?q=1 HTTP/1.1\r\nHost: x\r\n\r\n").path(),
+            "/"
+        );
     }
 
     #[test]
     fn content_length_frames_the_body() {
         let head = complete("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 42\r\n\r\n");
         assert_eq!(head.body, BodyFraming::Length(42));
-        let head = complete("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nContent-Length: 5\r\n\r\n");
+        let head = complete(
+            "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nContent-Length: 5\r\n\r\n",
+        );
         assert_eq!(head.body, BodyFraming::Length(5));
     }
 
     #[test]
     fn bad_content_lengths_are_400() {
-        for value in ["-1", "+5", "abc", "5 5", "5, 5", "", "99999999999999999999", "0x10"] {
+        for value in [
+            "-1",
+            "+5",
+            "abc",
+            "5 5",
+            "5, 5",
+            "",
+            "99999999999999999999",
+            "0x10",
+        ] {
             let raw = format!("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: {value}\r\n\r\n");
-            assert_eq!(error(raw.as_bytes()).status(), 400, "Content-Length: {value}");
+            assert_eq!(
+                error(raw.as_bytes()).status(),
+                400,
+                "Content-Length: {value}"
+            );
         }
         let raw = b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n";
-        assert_eq!(error(raw), ParseError::Malformed("conflicting Content-Length headers"));
+        assert_eq!(
+            error(raw),
+            ParseError::Malformed("conflicting Content-Length headers")
+        );
     }
 
     #[test]
@@ -454,7 +488,10 @@ mod tests {
             ("Transfer-Encoding: gzip, chunked", 501),
             ("Transfer-Encoding: chunked, identity", 400),
             ("Transfer-Encoding: xchunked", 400),
-            ("Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked", 400),
+            (
+                "Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked",
+                400,
+            ),
             ("Transfer-Encoding: chunked\r\nContent-Length: 3", 400),
             ("Transfer-Encoding:", 400),
         ];
@@ -469,10 +506,23 @@ mod tests {
     #[test]
     fn garbage_is_refused_early() {
         assert_eq!(error(b"\x16\x03\x01\x02\x00\x01").status(), 400);
-        assert_eq!(error(b"GET / HTTP/1.1\r\nHost: a\r\nBad Header: x\r\n\r\n").status(), 400);
-        assert_eq!(error(b"GET / HTTP/1.1\r\nHost: a\r\nName : x\r\n\r\n").status(), 400);
-        assert_eq!(error(b"GET / HTTP/1.1\r\n\r\n").status(), 400, "missing Host");
-        assert_eq!(error(b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n").status(), 400);
+        assert_eq!(
+            error(b"GET / HTTP/1.1\r\nHost: a\r\nBad Header: x\r\n\r\n").status(),
+            400
+        );
+        assert_eq!(
+            error(b"GET / HTTP/1.1\r\nHost: a\r\nName : x\r\n\r\n").status(),
+            400
+        );
+        assert_eq!(
+            error(b"GET / HTTP/1.1\r\n\r\n").status(),
+            400,
+            "missing Host"
+        );
+        assert_eq!(
+            error(b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n").status(),
+            400
+        );
         assert_eq!(error(b"GET / FTP/1.1\r\n\r\n").status(), 400);
     }
 
@@ -496,7 +546,9 @@ mod tests {
 
     #[test]
     fn expectations() {
-        let head = complete("POST / HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\nContent-Length: 1\r\n\r\n");
+        let head = complete(
+            "POST / HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\nContent-Length: 1\r\n\r\n",
+        );
         assert!(head.expect_continue);
         let raw = b"GET / HTTP/1.1\r\nHost: a\r\nExpect: teapot\r\n\r\n";
         assert_eq!(error(raw).status(), 417);

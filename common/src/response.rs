@@ -162,7 +162,11 @@ mod tests {
         assert!(lines.contains(&"Content-Type: text/plain; charset=utf-8"));
         assert!(lines.contains(&"Connection: keep-alive"));
         assert!(lines.contains(&"X-Worker: 3"));
-        assert!(lines.iter().any(|l| l.starts_with("Date: ") && l.ends_with(" GMT")));
+        assert!(
+            lines
+                .iter()
+                .any(|l| l.starts_with("Date: ") && l.ends_with(" GMT"))
+        );
         assert_eq!(body, "hi");
     }
 

@@ -174,7 +174,10 @@ fn make_pipes() -> io::Result<()> {
     for (read, write) in [(&SHUTDOWN_READ, &SHUTDOWN_WRITE), (&WAKE_READ, &WAKE_WRITE)] {
         let (new_read, new_write) =
             nix::unistd::pipe2(OFlag::O_CLOEXEC | OFlag::O_NONBLOCK).map_err(io::Error::from)?;
-        for (slot, fd) in [(read, new_read.into_raw_fd()), (write, new_write.into_raw_fd())] {
+        for (slot, fd) in [
+            (read, new_read.into_raw_fd()),
+            (write, new_write.into_raw_fd()),
+        ] {
             let old = slot.swap(fd, Ordering::SeqCst);
             if old >= 0 {
                 // SAFETY: `old` was a pipe end we created and published; it has just been
@@ -193,4 +196,3 @@ fn borrow(slot: &AtomicI32) -> BorrowedFd<'static> {
     // An fd borrowed here is therefore open for the life of the process.
     unsafe { BorrowedFd::borrow_raw(fd) }
 }
-

@@ -49,13 +49,22 @@ impl Page {
 }
 
 static HELLO: LazyLock<Page> = LazyLock::new(|| {
-    Page::new(include_bytes!("../site/hello.html"), "text/html; charset=utf-8")
+    Page::new(
+        include_bytes!("../site/hello.html"),
+        "text/html; charset=utf-8",
+    )
 });
 static SCRIPT: LazyLock<Page> = LazyLock::new(|| {
-    Page::new(include_bytes!("../site/script.js"), "application/javascript")
+    Page::new(
+        include_bytes!("../site/script.js"),
+        "application/javascript",
+    )
 });
 static NOT_FOUND: LazyLock<Page> = LazyLock::new(|| {
-    Page::new(include_bytes!("../site/404.html"), "text/html; charset=utf-8")
+    Page::new(
+        include_bytes!("../site/404.html"),
+        "text/html; charset=utf-8",
+    )
 });
 
 /// The answer to one request: send `response` once `delay` has passed.
@@ -119,12 +128,22 @@ impl Site {
         let mut delay = self.delay;
         let mut response = match path {
             "/" | "/hello.html" | "/script.js" => {
-                let page: &'static Page = if path == "/script.js" { &SCRIPT } else { &HELLO };
+                let page: &'static Page = if path == "/script.js" {
+                    &SCRIPT
+                } else {
+                    &HELLO
+                };
                 if !(get || head_method) {
                     method_not_allowed()
-                } else if head.if_none_match.is_some_and(|tags| etag_matches(tags, &page.etag)) {
+                } else if head
+                    .if_none_match
+                    .is_some_and(|tags| etag_matches(tags, &page.etag))
+                {
                     // The client's copy is current: the head only, no body (RFC 9110 §15.4.5).
-                    Response { head_only: true, ..page.response(304) }
+                    Response {
+                        head_only: true,
+                        ..page.response(304)
+                    }
                 } else {
                     page.response(200)
                 }
@@ -204,7 +223,9 @@ pub struct StatsJson {
 
 impl StatsJson {
     fn new() -> StatsJson {
-        StatsJson { out: String::from("{") }
+        StatsJson {
+            out: String::from("{"),
+        }
     }
 
     fn key(&mut self, key: &str) {
@@ -270,19 +291,33 @@ mod tests {
     fn serves_the_pages() {
         let site = Site::new("step-test", Duration::ZERO);
         let hello = get(&site, "/").response;
-        assert_eq!((hello.status, hello.content_type), (200, "text/html; charset=utf-8"));
+        assert_eq!(
+            (hello.status, hello.content_type),
+            (200, "text/html; charset=utf-8")
+        );
         assert!(String::from_utf8_lossy(&hello.body).contains("/script.js"));
         assert_eq!(get(&site, "/hello.html").response.body, hello.body);
-        assert_eq!(get(&site, "/script.js").response.content_type, "application/javascript");
+        assert_eq!(
+            get(&site, "/script.js").response.content_type,
+            "application/javascript"
+        );
         let missing = get(&site, "/nope").response;
-        assert_eq!((missing.status, missing.content_type), (404, "text/html; charset=utf-8"));
+        assert_eq!(
+            (missing.status, missing.content_type),
+            (404, "text/html; charset=utf-8")
+        );
     }
 
     #[test]
     fn a_matching_etag_is_304_without_body() {
         let site = Site::new("step-test", Duration::ZERO);
         let etag = get(&site, "/").response.etag.unwrap();
-        for header in [etag.to_string(), format!("W/{etag}"), format!("\"x\", {etag}"), "*".into()] {
+        for header in [
+            etag.to_string(),
+            format!("W/{etag}"),
+            format!("\"x\", {etag}"),
+            "*".into(),
+        ] {
             let raw = format!("GET / HTTP/1.1\r\nHost: t\r\nIf-None-Match: {header}\r\n\r\n");
             let response = reply(&site, &raw).response;
             assert_eq!(response.status, 304, "{header}");
@@ -299,7 +334,14 @@ mod tests {
         assert_eq!(slept.delay, Duration::from_millis(255));
         assert_eq!(&*slept.response.body, b"slept 250 ms\n");
         assert_eq!(get(&site, "/").delay, Duration::from_millis(5));
-        for bad in ["/sleep", "/sleep?ms=", "/sleep?ms=60001", "/sleep?ms=-1", "/sleep?ms=+5", "/sleep?ms=x"] {
+        for bad in [
+            "/sleep",
+            "/sleep?ms=",
+            "/sleep?ms=60001",
+            "/sleep?ms=-1",
+            "/sleep?ms=+5",
+            "/sleep?ms=x",
+        ] {
             assert_eq!(get(&site, bad).response.status, 400, "{bad}");
         }
     }
@@ -312,19 +354,27 @@ mod tests {
             let response = reply(&site, &raw).response;
             assert_eq!((response.status, response.allow), (405, Some("GET, HEAD")));
         }
-        assert_eq!(reply(&site, "POST /nope HTTP/1.1\r\nHost: t\r\n\r\n").response.status, 404);
+        assert_eq!(
+            reply(&site, "POST /nope HTTP/1.1\r\nHost: t\r\n\r\n")
+                .response
+                .status,
+            404
+        );
     }
 
     #[test]
     fn stats_is_json_with_the_steps_figures() {
         let site = Site::new("step-test", Duration::ZERO).with_stats(|json| {
-            json.number("workers", 3u64).text("mode", "a \"quoted\" word");
+            json.number("workers", 3u64)
+                .text("mode", "a \"quoted\" word");
         });
         let body = String::from_utf8(get(&site, "/stats").response.body.into_owned()).unwrap();
         let pid = std::process::id();
         assert_eq!(
             body,
-            format!("{{\"step\":\"step-test\",\"pid\":{pid},\"served\":0,\"workers\":3,\"mode\":\"a \\\"quoted\\\" word\"}}\n")
+            format!(
+                "{{\"step\":\"step-test\",\"pid\":{pid},\"served\":0,\"workers\":3,\"mode\":\"a \\\"quoted\\\" word\"}}\n"
+            )
         );
     }
 }

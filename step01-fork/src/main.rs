@@ -57,8 +57,12 @@ struct Args {
 
 fn main() {
     let args: Args = parse();
-    let listener = bind_listener(&args.common.host, args.common.port, ListenOptions::default())
-        .unwrap_or_else(|error| fail(error));
+    let listener = bind_listener(
+        &args.common.host,
+        args.common.port,
+        ListenOptions::default(),
+    )
+    .unwrap_or_else(|error| fail(error));
     let signals = Signals::install(&[Signal::SIGCHLD])
         .unwrap_or_else(|error| fail(format_args!("cannot install signal handlers: {error}")));
     // The accept loop below polls before it accepts; non-blocking, a client that gives up in
@@ -78,7 +82,12 @@ fn main() {
 }
 
 /// The course's first server: accept, serve the whole connection, accept the next.
-fn serve_iteratively(listener: &TcpListener, config: &ConnConfig, args: &CommonArgs, signals: Signals) {
+fn serve_iteratively(
+    listener: &TcpListener,
+    config: &ConnConfig,
+    args: &CommonArgs,
+    signals: Signals,
+) {
     let site = Site::new("step01-fork", args.delay()).with_stats(|json| {
         json.text("mode", "iterative");
     });
@@ -150,10 +159,10 @@ fn serve_forking(listener: TcpListener, config: &ConnConfig, args: &Args, signal
             Ok(ForkResult::Parent { child }) => {
                 children.pids.insert(child);
                 // The parent closes its copy of the connection at once. After fork both
-                // processes hold the socket, and the kernel ends the TCP connection only when
-                // the *last* descriptor for it closes: if the parent kept its copy, the client
-                // would not see the connection close when the child finishes, and the parent
-                // would run out of descriptors after about a thousand clients.
+                // processes hold the socket, and `close` ends the TCP connection only when the
+                // *last* descriptor for it goes: if the parent kept its copy, a child that just
+                // closes would leave its client waiting for the end, and the parent would run
+                // out of descriptors after about a thousand clients.
                 drop(stream);
             }
             Err(errno) => {
@@ -208,7 +217,9 @@ impl Children {
             self.reap();
         }
         for &pid in &self.pids {
-            log::error(format_args!("child {pid} did not finish within the grace period"));
+            log::error(format_args!(
+                "child {pid} did not finish within the grace period"
+            ));
             let _ = kill(pid, Signal::SIGKILL);
         }
         for pid in self.pids.drain() {

@@ -22,7 +22,10 @@ fn accesses(args: &[&str]) -> (i32, serde_json::Value) {
         .output()
         .expect("python3 runs");
     let summary = serde_json::from_slice(&output.stdout).unwrap_or_else(|error| {
-        panic!("accesses.py printed no JSON ({error}): {}", String::from_utf8_lossy(&output.stderr))
+        panic!(
+            "accesses.py printed no JSON ({error}): {}",
+            String::from_utf8_lossy(&output.stderr)
+        )
     });
     (output.status.code().unwrap_or(-1), summary)
 }
@@ -65,7 +68,10 @@ fn accesses_py_shows_the_course_experiment() {
     assert_eq!(code, 0, "{summary}");
     assert_eq!(summary["distinct_pids"], 1);
     let iterative_wall = summary["wall_s"].as_f64().unwrap_or(0.0);
-    assert!(iterative_wall >= 2.9, "iterative took only {iterative_wall} s");
+    assert!(
+        iterative_wall >= 2.9,
+        "iterative took only {iterative_wall} s"
+    );
     assert!(
         iterative_wall > 3.0 * forking_wall,
         "forking {forking_wall} s vs iterative {iterative_wall} s"

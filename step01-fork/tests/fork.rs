@@ -19,7 +19,11 @@ fn twenty_slow_requests_take_about_one_when_forking() {
     let server = Server::start(BIN, &["--quiet"]);
     let burst = concurrent_gets(server.addr(), "/sleep?ms=1000", 20);
     assert_eq!(burst.count_status(200), 20, "{:?}", burst.failures());
-    assert!(burst.wall < Duration::from_millis(2500), "took {:?}", burst.wall);
+    assert!(
+        burst.wall < Duration::from_millis(2500),
+        "took {:?}",
+        burst.wall
+    );
 }
 
 /// The server the course started from answers one connection at a time: five requests of
@@ -29,7 +33,11 @@ fn the_iterative_server_answers_one_at_a_time() {
     let server = Server::start(BIN, &["--quiet", "--iterative"]);
     let burst = concurrent_gets(server.addr(), "/sleep?ms=300", 5);
     assert_eq!(burst.count_status(200), 5, "{:?}", burst.failures());
-    assert!(burst.wall > Duration::from_millis(1400), "took only {:?}", burst.wall);
+    assert!(
+        burst.wall > Duration::from_millis(1400),
+        "took only {:?}",
+        burst.wall
+    );
 }
 
 /// Every connection is served by a child of its own: ten connections, ten pids, one parent.
@@ -46,7 +54,10 @@ fn each_connection_has_its_own_process() {
         pids.insert(stats["pid"].as_u64());
     }
     assert_eq!(pids.len(), 10, "{pids:?}");
-    assert!(!pids.contains(&Some(u64::from(server.pid()))), "the parent serves nobody");
+    assert!(
+        !pids.contains(&Some(u64::from(server.pid()))),
+        "the parent serves nobody"
+    );
 }
 
 /// Every child is reaped as it exits: after 200 connections no zombie is left.
@@ -66,7 +77,10 @@ fn no_zombie_after_200_connections() {
         if children.is_empty() {
             break;
         }
-        assert!(Instant::now() < deadline, "children left behind: {children:?}");
+        assert!(
+            Instant::now() < deadline,
+            "children left behind: {children:?}"
+        );
         thread::sleep(Duration::from_millis(50));
     }
 }
@@ -88,7 +102,11 @@ fn max_children_caps_the_forks() {
     });
     let burst = concurrent_gets(server.addr(), "/sleep?ms=300", 6);
     assert_eq!(burst.count_status(200), 6, "{:?}", burst.failures());
-    assert!(burst.wall > Duration::from_millis(850), "took only {:?}", burst.wall);
+    assert!(
+        burst.wall > Duration::from_millis(850),
+        "took only {:?}",
+        burst.wall
+    );
     let most = watcher.join().unwrap_or(usize::MAX);
     assert!(most <= 2, "{most} children at once");
 }

@@ -48,7 +48,10 @@ struct Args {
 
 fn main() {
     let args: Args = parse();
-    let options = ListenOptions { nonblocking: true, ..ListenOptions::default() };
+    let options = ListenOptions {
+        nonblocking: true,
+        ..ListenOptions::default()
+    };
     let listener = bind_listener(&args.common.host, args.common.port, options)
         .unwrap_or_else(|error| fail(error));
     let signals = Signals::install(&[])
@@ -140,7 +143,11 @@ struct Slot(Arc<Slots>);
 
 impl Slots {
     fn new(max: usize) -> Slots {
-        Slots { in_use: Mutex::new(0), freed: Condvar::new(), max }
+        Slots {
+            in_use: Mutex::new(0),
+            freed: Condvar::new(),
+            max,
+        }
     }
 
     /// The count is a plain number that every holder leaves consistent, so a thread that
@@ -161,7 +168,10 @@ impl Slots {
     fn acquire(self: &Arc<Self>, signals: Signals) -> Option<Slot> {
         let mut in_use = self.count();
         while *in_use >= self.max {
-            in_use = self.freed.wait(in_use).unwrap_or_else(PoisonError::into_inner);
+            in_use = self
+                .freed
+                .wait(in_use)
+                .unwrap_or_else(PoisonError::into_inner);
         }
         if signals.shutdown_requested() {
             return None;

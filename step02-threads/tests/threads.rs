@@ -18,7 +18,11 @@ fn twenty_slow_requests_take_about_one() {
     let server = Server::start(BIN, &["--quiet"]);
     let burst = concurrent_gets(server.addr(), "/sleep?ms=1000", 20);
     assert_eq!(burst.count_status(200), 20, "{:?}", burst.failures());
-    assert!(burst.wall < Duration::from_millis(2500), "took {:?}", burst.wall);
+    assert!(
+        burst.wall < Duration::from_millis(2500),
+        "took {:?}",
+        burst.wall
+    );
 }
 
 /// While five slow requests are in flight, `/stats` sees their threads (and its own).
@@ -44,7 +48,11 @@ fn max_threads_caps_the_threads() {
     let server = Server::start(BIN, &["--quiet", "--max-threads", "2"]);
     let burst = concurrent_gets(server.addr(), "/sleep?ms=300", 6);
     assert_eq!(burst.count_status(200), 6, "{:?}", burst.failures());
-    assert!(burst.wall > Duration::from_millis(850), "took only {:?}", burst.wall);
+    assert!(
+        burst.wall > Duration::from_millis(850),
+        "took only {:?}",
+        burst.wall
+    );
 }
 
 /// Connection threads end with their connections: after 100 connections the process is back
@@ -56,11 +64,18 @@ fn no_thread_outlives_its_connection() {
     }
     let server = Server::start(BIN, &["--quiet"]);
     for _ in 0..5 {
-        assert_eq!(concurrent_gets(server.addr(), "/", 20).count_status(200), 20);
+        assert_eq!(
+            concurrent_gets(server.addr(), "/", 20).count_status(200),
+            20
+        );
     }
     let deadline = Instant::now() + Duration::from_secs(5);
     while procfs::thread_count(server.pid()) != Some(1) {
-        assert!(Instant::now() < deadline, "threads: {:?}", procfs::thread_count(server.pid()));
+        assert!(
+            Instant::now() < deadline,
+            "threads: {:?}",
+            procfs::thread_count(server.pid())
+        );
         thread::sleep(Duration::from_millis(20));
     }
 }
@@ -75,7 +90,10 @@ fn sigterm_lets_the_request_in_flight_finish() {
     let started = Instant::now();
     server.signal(Signal::SIGTERM);
     let response = in_flight.join().expect("client thread");
-    assert_eq!((response.status, response.text().as_str()), (200, "slept 1000 ms\n"));
+    assert_eq!(
+        (response.status, response.text().as_str()),
+        (200, "slept 1000 ms\n")
+    );
     assert_eq!(response.header("connection"), Some("close"));
     let status = server.wait_exit(Duration::from_secs(5));
     assert_eq!(status.and_then(|s| s.code()), Some(0));
@@ -100,5 +118,8 @@ fn the_grace_period_bounds_the_shutdown() {
     assert_eq!(status.and_then(|s| s.code()), Some(0));
     let took = started.elapsed();
     assert!(took < Duration::from_secs(2), "took {took:?}");
-    assert!(in_flight.join().expect("client").is_none(), "the 5 s request was cut off");
+    assert!(
+        in_flight.join().expect("client").is_none(),
+        "the 5 s request was cut off"
+    );
 }

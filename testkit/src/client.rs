@@ -58,7 +58,10 @@ impl Client {
             .unwrap_or_else(|error| panic!("cannot connect to {addr}: {error}"));
         let _ = stream.set_read_timeout(Some(READ_TIMEOUT));
         let _ = stream.set_nodelay(true);
-        Client { stream, buf: Vec::new() }
+        Client {
+            stream,
+            buf: Vec::new(),
+        }
     }
 
     pub fn stream(&self) -> &TcpStream {
@@ -114,7 +117,12 @@ impl Client {
                     let headers = parsed
                         .headers
                         .iter()
-                        .map(|h| (h.name.to_string(), String::from_utf8_lossy(h.value).into_owned()))
+                        .map(|h| {
+                            (
+                                h.name.to_string(),
+                                String::from_utf8_lossy(h.value).into_owned(),
+                            )
+                        })
                         .collect::<Vec<_>>();
                     break (parsed.code.unwrap_or(0), headers, len);
                 }
@@ -122,13 +130,20 @@ impl Client {
                 Err(error) => {
                     return Err(std::io::Error::new(
                         ErrorKind::InvalidData,
-                        format!("not an HTTP response ({error}): {:?}", String::from_utf8_lossy(&self.buf)),
+                        format!(
+                            "not an HTTP response ({error}): {:?}",
+                            String::from_utf8_lossy(&self.buf)
+                        ),
                     ));
                 }
             }
         };
         self.buf.drain(..head_len);
-        let mut response = Response { status, headers, body: Vec::new() };
+        let mut response = Response {
+            status,
+            headers,
+            body: Vec::new(),
+        };
         let bodiless = head_request || status < 200 || status == 204 || status == 304;
         if !bodiless {
             match response.header("content-length").map(str::parse::<usize>) {
@@ -152,7 +167,10 @@ impl Client {
     fn fill(&mut self) -> std::io::Result<()> {
         let mut chunk = [0u8; 16 * 1024];
         match self.stream.read(&mut chunk)? {
-            0 => Err(std::io::Error::new(ErrorKind::UnexpectedEof, "connection closed")),
+            0 => Err(std::io::Error::new(
+                ErrorKind::UnexpectedEof,
+                "connection closed",
+            )),
             read => {
                 self.buf.extend_from_slice(&chunk[..read]);
                 Ok(())
@@ -171,7 +189,10 @@ impl Client {
         let mut chunk = [0u8; 1024];
         let result = match self.stream.read(&mut chunk) {
             Ok(0) => true,
-            Ok(read) => panic!("expected a close, got {:?}", String::from_utf8_lossy(&chunk[..read])),
+            Ok(read) => panic!(
+                "expected a close, got {:?}",
+                String::from_utf8_lossy(&chunk[..read])
+            ),
             Err(error) => !matches!(error.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut),
         };
         let _ = self.stream.set_read_timeout(Some(READ_TIMEOUT));
@@ -182,6 +203,7 @@ impl Client {
 /// One `GET` on a fresh connection (`Connection: close`).
 pub fn get(addr: SocketAddr, path: &str) -> Response {
     let mut client = Client::connect(addr);
-    client.send(format!("GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n").as_bytes());
+    client
+        .send(format!("GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n").as_bytes());
     client.read_response()
 }

@@ -22,8 +22,15 @@ fn start_with(bin: &str, args: &[&str], more: &[&str]) -> Server {
 
 /// Every response carries `Content-Length`, `Server: <crate>` and an HTTP-date `Date`.
 fn assert_common_headers(server: &Server, response: &Response) {
-    assert!(response.header("content-length").is_some(), "no Content-Length: {response:?}");
-    assert_eq!(response.header("server"), Some(server.name()), "{response:?}");
+    assert!(
+        response.header("content-length").is_some(),
+        "no Content-Length: {response:?}"
+    );
+    assert_eq!(
+        response.header("server"),
+        Some(server.name()),
+        "{response:?}"
+    );
     let date = response.header("date").unwrap_or_default();
     assert!(
         date.len() == 29 && date.ends_with(" GMT") && date.as_bytes()[3] == b',',
@@ -37,25 +44,49 @@ pub fn routes_answer_as_the_contract_says(bin: &str, args: &[&str]) {
 
     let hello = client.get("/");
     assert_eq!(hello.status, 200);
-    assert!(hello.header("content-type").unwrap_or_default().starts_with("text/html"));
-    assert!(hello.text().contains("/script.js"), "the hello page loads /script.js");
+    assert!(
+        hello
+            .header("content-type")
+            .unwrap_or_default()
+            .starts_with("text/html")
+    );
+    assert!(
+        hello.text().contains("/script.js"),
+        "the hello page loads /script.js"
+    );
     assert_common_headers(&server, &hello);
     assert_eq!(client.get("/hello.html").body, hello.body);
 
     let script = client.get("/script.js");
     assert_eq!(script.status, 200);
-    assert_eq!(script.header("content-type"), Some("application/javascript"));
+    assert_eq!(
+        script.header("content-type"),
+        Some("application/javascript")
+    );
 
     let slept = client.get("/sleep?ms=20");
-    assert_eq!((slept.status, slept.text().as_str()), (200, "slept 20 ms\n"));
-    assert!(slept.header("content-type").unwrap_or_default().starts_with("text/plain"));
+    assert_eq!(
+        (slept.status, slept.text().as_str()),
+        (200, "slept 20 ms\n")
+    );
+    assert!(
+        slept
+            .header("content-type")
+            .unwrap_or_default()
+            .starts_with("text/plain")
+    );
     for bad in ["/sleep?ms=60001", "/sleep?ms=abc", "/sleep"] {
         assert_eq!(client.get(bad).status, 400, "{bad}");
     }
 
     let missing = client.get("/no/such/page");
     assert_eq!(missing.status, 404);
-    assert!(missing.header("content-type").unwrap_or_default().starts_with("text/html"));
+    assert!(
+        missing
+            .header("content-type")
+            .unwrap_or_default()
+            .starts_with("text/html")
+    );
     assert_common_headers(&server, &missing);
     server.assert_no_panic();
 }
@@ -69,7 +100,10 @@ pub fn head_is_get_without_body(bin: &str, args: &[&str]) {
         let head = client.read_head_response();
         assert!(head.body.is_empty());
         if path == "/" {
-            assert_eq!((head.status, head.header("content-length")), (200, get.header("content-length")));
+            assert_eq!(
+                (head.status, head.header("content-length")),
+                (200, get.header("content-length"))
+            );
         }
     }
     // Had the server sent a body after a HEAD, it would be read here instead of this answer.
@@ -81,17 +115,31 @@ pub fn matching_etag_gets_304(bin: &str, args: &[&str]) {
     let mut client = Client::connect(server.addr());
     for path in ["/", "/script.js"] {
         let first = client.get(path);
-        let etag = first.header("etag").unwrap_or_else(|| panic!("{path} has no ETag")).to_string();
-        assert!(etag.starts_with('"') && etag.ends_with('"'), "strong ETag: {etag}");
-        client.send(format!("GET {path} HTTP/1.1\r\nHost: t\r\nIf-None-Match: {etag}\r\n\r\n").as_bytes());
+        let etag = first
+            .header("etag")
+            .unwrap_or_else(|| panic!("{path} has no ETag"))
+            .to_string();
+        assert!(
+            etag.starts_with('"') && etag.ends_with('"'),
+            "strong ETag: {etag}"
+        );
+        client.send(
+            format!("GET {path} HTTP/1.1\r\nHost: t\r\nIf-None-Match: {etag}\r\n\r\n").as_bytes(),
+        );
         let cached = client.read_response();
         assert_eq!(cached.status, 304);
         assert!(cached.body.is_empty());
         assert_eq!(cached.header("etag"), Some(etag.as_str()));
-        client.send(format!("GET {path} HTTP/1.1\r\nHost: t\r\nIf-None-Match: \"stale\"\r\n\r\n").as_bytes());
+        client.send(
+            format!("GET {path} HTTP/1.1\r\nHost: t\r\nIf-None-Match: \"stale\"\r\n\r\n")
+                .as_bytes(),
+        );
         assert_eq!(client.read_response().body, first.body);
     }
-    assert!(client.get("/no/such/page").header("etag").is_some(), "the 404 page has an ETag");
+    assert!(
+        client.get("/no/such/page").header("etag").is_some(),
+        "the 404 page has an ETag"
+    );
 }
 
 pub fn other_methods_get_405_with_allow(bin: &str, args: &[&str]) {
@@ -106,7 +154,10 @@ pub fn other_methods_get_405_with_allow(bin: &str, args: &[&str]) {
         let response = client.read_response();
         assert_eq!(response.status, 405, "{request:?}");
         let allow = response.header("allow").unwrap_or_default();
-        assert!(allow.contains("GET") && allow.contains("HEAD"), "Allow: {allow}");
+        assert!(
+            allow.contains("GET") && allow.contains("HEAD"),
+            "Allow: {allow}"
+        );
     }
     assert_eq!(client.get("/").status, 200, "the connection survives 405s");
 }
@@ -132,7 +183,10 @@ pub fn pipelined_requests_are_answered_in_order(bin: &str, args: &[&str]) {
           GET /no/such/page HTTP/1.1\r\nHost: t\r\n\r\n",
     );
     assert_eq!(client.read_response().text(), "slept 100 ms\n");
-    assert_eq!(client.read_response().header("content-type"), Some("application/javascript"));
+    assert_eq!(
+        client.read_response().header("content-type"),
+        Some("application/javascript")
+    );
     let head = client.read_head_response();
     assert!(head.body.is_empty() && head.status == 200);
     assert_eq!(client.read_response().status, 404);
@@ -143,7 +197,10 @@ pub fn connection_close_is_honoured(bin: &str, args: &[&str]) {
     let mut client = Client::connect(server.addr());
     client.send(b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n");
     let response = client.read_response();
-    assert_eq!((response.status, response.header("connection")), (200, Some("close")));
+    assert_eq!(
+        (response.status, response.header("connection")),
+        (200, Some("close"))
+    );
     assert!(client.closes_within(Duration::from_secs(5)));
 }
 
@@ -152,13 +209,19 @@ pub fn http_1_0_closes_unless_kept_alive(bin: &str, args: &[&str]) {
     let mut client = Client::connect(server.addr());
     client.send(b"GET / HTTP/1.0\r\n\r\n");
     assert_eq!(client.read_response().status, 200);
-    assert!(client.closes_within(Duration::from_secs(5)), "HTTP/1.0 closes by default");
+    assert!(
+        client.closes_within(Duration::from_secs(5)),
+        "HTTP/1.0 closes by default"
+    );
 
     let mut client = Client::connect(server.addr());
     for _ in 0..2 {
         client.send(b"GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n");
         let response = client.read_response();
-        assert_eq!((response.status, response.header("connection")), (200, Some("keep-alive")));
+        assert_eq!(
+            (response.status, response.header("connection")),
+            (200, Some("keep-alive"))
+        );
     }
 }
 
@@ -173,11 +236,20 @@ pub fn garbage_gets_400_and_close(bin: &str, args: &[&str]) {
         let mut client = Client::connect(server.addr());
         client.send(garbage);
         let response = client.read_response();
-        assert_eq!(response.status, 400, "{:?}", String::from_utf8_lossy(garbage));
+        assert_eq!(
+            response.status,
+            400,
+            "{:?}",
+            String::from_utf8_lossy(garbage)
+        );
         assert_eq!(response.header("connection"), Some("close"));
         assert!(client.closes_within(Duration::from_secs(5)));
     }
-    assert_eq!(server.get("/").status, 200, "the server still serves others");
+    assert_eq!(
+        server.get("/").status,
+        200,
+        "the server still serves others"
+    );
     server.assert_no_panic();
 }
 
@@ -204,8 +276,14 @@ pub fn slow_head_gets_408(bin: &str, args: &[&str]) {
     let response = client.read_response();
     let waited = started.elapsed();
     assert_eq!(response.status, 408);
-    assert!(waited >= Duration::from_millis(250), "408 came too early: {waited:?}");
-    assert!(waited < Duration::from_secs(5), "408 came too late: {waited:?}");
+    assert!(
+        waited >= Duration::from_millis(250),
+        "408 came too early: {waited:?}"
+    );
+    assert!(
+        waited < Duration::from_secs(5),
+        "408 came too late: {waited:?}"
+    );
     assert!(client.closes_within(Duration::from_secs(5)));
 }
 
@@ -214,9 +292,15 @@ pub fn idle_keep_alive_connection_is_closed(bin: &str, args: &[&str]) {
     let mut client = Client::connect(server.addr());
     assert_eq!(client.get("/").status, 200);
     let started = Instant::now();
-    assert!(client.closes_within(Duration::from_secs(5)), "closed silently when idle");
+    assert!(
+        client.closes_within(Duration::from_secs(5)),
+        "closed silently when idle"
+    );
     let waited = started.elapsed();
-    assert!(waited >= Duration::from_millis(250), "closed too early: {waited:?}");
+    assert!(
+        waited >= Duration::from_millis(250),
+        "closed too early: {waited:?}"
+    );
 }
 
 pub fn framing_conflicts_get_400(bin: &str, args: &[&str]) {
@@ -228,7 +312,11 @@ pub fn framing_conflicts_get_400(bin: &str, args: &[&str]) {
         let mut client = Client::connect(server.addr());
         client.send(request.as_bytes());
         let response = client.read_response();
-        assert_eq!((response.status, response.header("connection")), (400, Some("close")), "{request:?}");
+        assert_eq!(
+            (response.status, response.header("connection")),
+            (400, Some("close")),
+            "{request:?}"
+        );
         assert!(client.closes_within(Duration::from_secs(5)));
     }
     let mut client = Client::connect(server.addr());
@@ -253,11 +341,20 @@ pub fn request_bodies_are_read_and_discarded(bin: &str, args: &[&str]) {
     client.send(requests.as_bytes());
     assert_eq!(client.read_response().status, 404);
     assert_eq!(client.read_response().status, 405);
-    assert_eq!(client.read_response().header("content-type"), Some("application/javascript"));
+    assert_eq!(
+        client.read_response().header("content-type"),
+        Some("application/javascript")
+    );
 
     // A body longer than one read, sent in pieces.
     let body = vec![b'z'; 300 * 1024];
-    client.send(format!("PUT / HTTP/1.1\r\nHost: t\r\nContent-Length: {}\r\n\r\n", body.len()).as_bytes());
+    client.send(
+        format!(
+            "PUT / HTTP/1.1\r\nHost: t\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        )
+        .as_bytes(),
+    );
     for piece in body.chunks(64 * 1024) {
         client.send(piece);
     }
@@ -268,7 +365,9 @@ pub fn request_bodies_are_read_and_discarded(bin: &str, args: &[&str]) {
 pub fn expect_100_continue_is_answered(bin: &str, args: &[&str]) {
     let server = start(bin, args);
     let mut client = Client::connect(server.addr());
-    client.send(b"POST /stats HTTP/1.1\r\nHost: t\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\n");
+    client.send(
+        b"POST /stats HTTP/1.1\r\nHost: t\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\n",
+    );
     let interim = client.read_response();
     assert_eq!(interim.status, 100, "the server invites the body");
     client.send(b"hello");
@@ -283,7 +382,8 @@ pub fn client_disconnects_do_not_hurt_others(bin: &str, args: &[&str]) {
         // while its answer is being delayed.
         let _ = Client::connect(server.addr());
         Client::connect(server.addr()).send(b"GET / HTTP/1.1\r\nHo");
-        Client::connect(server.addr()).send(b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 100\r\n\r\nabc");
+        Client::connect(server.addr())
+            .send(b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 100\r\n\r\nabc");
         Client::connect(server.addr()).send(b"GET /sleep?ms=200 HTTP/1.1\r\nHost: t\r\n\r\n");
     }
     std::thread::sleep(Duration::from_millis(400));
@@ -304,7 +404,11 @@ pub fn stats_is_json(bin: &str, args: &[&str]) {
 }
 
 pub fn bad_options_fail_with_one_line(bin: &str, args: &[&str]) {
-    for bad in [&["--port", "not-a-port"][..], &["--no-such-option"], &["--delay-ms", "-5"]] {
+    for bad in [
+        &["--port", "not-a-port"][..],
+        &["--no-such-option"],
+        &["--delay-ms", "-5"],
+    ] {
         let all: Vec<&str> = args.iter().chain(bad).copied().collect();
         let (status, stderr) = run_to_exit(bin, &all, Duration::from_secs(10));
         assert_eq!(status.code(), Some(1), "{bad:?}: {stderr:?}");
@@ -317,12 +421,18 @@ pub fn bad_options_fail_with_one_line(bin: &str, args: &[&str]) {
 pub fn port_in_use_fails_with_one_line(bin: &str, args: &[&str]) {
     let server = start(bin, args);
     let port = server.addr().port().to_string();
-    let all: Vec<&str> = args.iter().copied().chain(["--host", "127.0.0.1", "--port", &port]).collect();
+    let all: Vec<&str> = args
+        .iter()
+        .copied()
+        .chain(["--host", "127.0.0.1", "--port", &port])
+        .collect();
     let (status, stderr) = run_to_exit(bin, &all, Duration::from_secs(10));
     assert_eq!(status.code(), Some(1));
     assert_eq!(
         stderr,
-        [format!("error: cannot listen on 127.0.0.1:{port}: Address already in use")]
+        [format!(
+            "error: cannot listen on 127.0.0.1:{port}: Address already in use"
+        )]
     );
 }
 
@@ -335,8 +445,16 @@ pub fn sigterm_when_idle_exits_0(bin: &str, args: &[&str]) {
     let started = Instant::now();
     server.signal(Signal::SIGTERM);
     let status = server.wait_exit(Duration::from_secs(10));
-    assert_eq!(status.and_then(|s| s.code()), Some(0), "exit status after SIGTERM");
-    assert!(started.elapsed() < Duration::from_secs(3), "took {:?}", started.elapsed());
+    assert_eq!(
+        status.and_then(|s| s.code()),
+        Some(0),
+        "exit status after SIGTERM"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "took {:?}",
+        started.elapsed()
+    );
     assert!(idle.closes_within(Duration::from_secs(2)));
     server.assert_no_panic();
 }

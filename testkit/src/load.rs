@@ -25,7 +25,10 @@ impl Burst {
 
     /// The failures, for assertion messages.
     pub fn failures(&self) -> Vec<&String> {
-        self.responses.iter().filter_map(|r| r.as_ref().err()).collect()
+        self.responses
+            .iter()
+            .filter_map(|r| r.as_ref().err())
+            .collect()
     }
 }
 
@@ -43,7 +46,9 @@ pub fn concurrent_gets(addr: SocketAddr, path: &str, n: usize) -> Burst {
                     start.wait();
                     let mut client = Client::connect(addr);
                     client.send(request.as_bytes());
-                    client.try_read_response(false).map_err(|error| error.to_string())
+                    client
+                        .try_read_response(false)
+                        .map_err(|error| error.to_string())
                 })
                 .unwrap_or_else(|error| panic!("cannot start a client thread: {error}"))
         })
@@ -52,7 +57,14 @@ pub fn concurrent_gets(addr: SocketAddr, path: &str, n: usize) -> Burst {
     let started = Instant::now();
     let responses = handles
         .into_iter()
-        .map(|handle| handle.join().unwrap_or_else(|_| Err("client thread panicked".into())))
+        .map(|handle| {
+            handle
+                .join()
+                .unwrap_or_else(|_| Err("client thread panicked".into()))
+        })
         .collect();
-    Burst { wall: started.elapsed(), responses }
+    Burst {
+        wall: started.elapsed(),
+        responses,
+    }
 }

@@ -15,7 +15,11 @@ pub fn children_of(parent: u32) -> Option<Vec<Process>> {
     let entries = fs::read_dir("/proc").ok()?;
     let mut children = Vec::new();
     for entry in entries.flatten() {
-        let Some(pid) = entry.file_name().to_str().and_then(|name| name.parse::<u32>().ok()) else {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|name| name.parse::<u32>().ok())
+        else {
             continue;
         };
         // A process may exit while we look; skip it.
@@ -24,7 +28,9 @@ pub fn children_of(parent: u32) -> Option<Vec<Process>> {
         };
         // `pid (comm) state ppid ...`; comm may hold spaces and parentheses, so split after
         // the last ')'.
-        let Some((_, rest)) = stat.rsplit_once(')') else { continue };
+        let Some((_, rest)) = stat.rsplit_once(')') else {
+            continue;
+        };
         let mut fields = rest.split_whitespace();
         let state = fields.next().and_then(|s| s.chars().next()).unwrap_or('?');
         let ppid = fields.next().and_then(|p| p.parse::<u32>().ok());

@@ -54,7 +54,9 @@ impl Server {
             .stderr(Stdio::piped())
             // Its own process group, so that dropping the server also stops what it forked.
             .process_group(0);
-        let mut child = command.spawn().map_err(|e| format!("cannot start {bin}: {e}"))?;
+        let mut child = command
+            .spawn()
+            .map_err(|e| format!("cannot start {bin}: {e}"))?;
         let stdout = Arc::new(Mutex::new(Vec::new()));
         let stderr = Arc::new(Mutex::new(Vec::new()));
         let (first_line, first_line_rx) = mpsc::channel();
@@ -66,10 +68,17 @@ impl Server {
         if let Some(pipe) = child.stderr.take() {
             drain(pipe, Arc::clone(&stderr), None);
         }
-        let name = Path::new(bin)
-            .file_name()
-            .map_or_else(|| bin.to_string(), |name| name.to_string_lossy().into_owned());
-        let mut server = Server { child, addr: SocketAddr::from(([127, 0, 0, 1], 0)), name, stdout, stderr };
+        let name = Path::new(bin).file_name().map_or_else(
+            || bin.to_string(),
+            |name| name.to_string_lossy().into_owned(),
+        );
+        let mut server = Server {
+            child,
+            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            name,
+            stdout,
+            stderr,
+        };
         let line = match first_line_rx.recv_timeout(START_TIMEOUT) {
             Ok(line) => line,
             Err(_) => {
@@ -131,12 +140,18 @@ impl Server {
 
     /// What the server printed on stdout so far, a line each.
     pub fn stdout_lines(&self) -> Vec<String> {
-        self.stdout.lock().map(|lines| lines.clone()).unwrap_or_default()
+        self.stdout
+            .lock()
+            .map(|lines| lines.clone())
+            .unwrap_or_default()
     }
 
     /// What the server printed on stderr so far, a line each.
     pub fn stderr_lines(&self) -> Vec<String> {
-        self.stderr.lock().map(|lines| lines.clone()).unwrap_or_default()
+        self.stderr
+            .lock()
+            .map(|lines| lines.clone())
+            .unwrap_or_default()
     }
 
     /// Asserts that nothing the server printed looks like a panic.

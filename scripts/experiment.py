@@ -1,0 +1,73 @@
+#!/usr/bin/env python3
+"""Run one chapter experiment in one command: start a step, fire accesses.py at it, stop it.
+
+The step is built in release mode (cargo build --release -p STEP), started on a free loopback
+port with the server options you give, and driven by scripts/accesses.py with the options
+after `--`; a first accesses option that starts with `/` is the path to request. The server is
+stopped (SIGTERM, by pid) when the load is done.
+
+Examples:
+  python3 scripts/experiment.py step01-fork --iterative -- /sleep?ms=1000 -n 20 -c 20
+  python3 scripts/experiment.py step01-fork -- /sleep?ms=1000 -n 20 -c 20
+  python3 scripts/experiment.py step02-threads --delay-ms 300 -- /stats -n 50 -c 50 --json
+
+Exit status: that of accesses.py (0: every request answered), or 2 when the step cannot start.
+"""
+
+import os
+import signal
+import subprocess
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def start_server(step, options):
+    """Builds and starts `step` on port 0; returns the process and its base URL."""
+    build = subprocess.run(["cargo", "build", "--release", "--quiet", "-p", step], cwd=ROOT)
+    if build.returncode != 0:
+        sys.exit(f"experiment.py: cannot build {step}")
+    binary = os.path.join(ROOT, "target", "release", step)
+    server = subprocess.Popen(
+        [binary, "--port", "0", "--quiet", *options],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    line = server.stdout.readline().strip()
+    if not line.startswith("listening on "):
+        server.kill()
+        print(f"experiment.py: {step} did not start (first line: {line!r})", file=sys.stderr)
+        sys.exit(2)
+    return server, line.removeprefix("listening on ")
+
+
+def main(argv):
+    if not argv or argv[0] in ("-h", "--help"):
+        print(__doc__)
+        return 0 if argv else 2
+    step, rest = argv[0], argv[1:]
+    if "--" in rest:
+        split = rest.index("--")
+        server_options, load_options = rest[:split], rest[split + 1 :]
+    else:
+        server_options, load_options = rest, []
+    server, base = start_server(step, server_options)
+    try:
+        path = "/"
+        if load_options and load_options[0].startswith("/"):
+            path, load_options = load_options[0], load_options[1:]
+        print(f"{step} {' '.join(server_options)}".strip(), flush=True)
+        accesses = os.path.join(ROOT, "scripts", "accesses.py")
+        return subprocess.run([sys.executable, accesses, base + path, *load_options]).returncode
+    finally:
+        server.send_signal(signal.SIGTERM)
+        try:
+            server.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
