@@ -2,7 +2,9 @@
 
 use std::io::{self, Write};
 use std::net::{SocketAddr, TcpListener, ToSocketAddrs};
+use std::os::fd::AsRawFd;
 
+use nix::fcntl::{FcntlArg, FdFlag, OFlag, fcntl};
 use nix::sys::socket::{
     AddressFamily, Backlog, SockFlag, SockType, SockaddrStorage, bind, listen, setsockopt, socket,
     sockopt,
@@ -45,20 +47,18 @@ fn open(address: SocketAddr, options: ListenOptions) -> nix::Result<TcpListener>
     } else {
         AddressFamily::Inet6
     };
-    let mut flags = SockFlag::SOCK_CLOEXEC;
-    if options.nonblocking {
-        flags |= SockFlag::SOCK_NONBLOCK;
-    }
-    let fd = socket(family, SockType::Stream, flags, None)?;
+    // No SOCK_CLOEXEC/SOCK_NONBLOCK flags here: macOS has neither, so both are set afterwards.
+    let fd = socket(family, SockType::Stream, SockFlag::empty(), None)?;
+    fcntl(&fd, FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC))?;
     setsockopt(&fd, sockopt::ReuseAddr, &true)?;
     if options.reuse_port {
         setsockopt(&fd, sockopt::ReusePort, &true)?;
     }
-    bind(
-        std::os::fd::AsRawFd::as_raw_fd(&fd),
-        &SockaddrStorage::from(address),
-    )?;
+    bind(fd.as_raw_fd(), &SockaddrStorage::from(address))?;
     listen(&fd, Backlog::MAXCONN)?;
+    if options.nonblocking {
+        fcntl(&fd, FcntlArg::F_SETFL(OFlag::O_NONBLOCK))?;
+    }
     Ok(TcpListener::from(fd))
 }
 

@@ -20,7 +20,7 @@ use std::os::fd::{BorrowedFd, IntoRawFd, RawFd};
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, Ordering};
 
 use nix::errno::Errno;
-use nix::fcntl::OFlag;
+use nix::fcntl::{FcntlArg, FdFlag, OFlag, fcntl};
 use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, SigmaskHow, Signal, sigaction};
 use nix::unistd::ForkResult;
 
@@ -172,8 +172,13 @@ impl Signals {
 /// replaces its parent's).
 fn make_pipes() -> io::Result<()> {
     for (read, write) in [(&SHUTDOWN_READ, &SHUTDOWN_WRITE), (&WAKE_READ, &WAKE_WRITE)] {
-        let (new_read, new_write) =
-            nix::unistd::pipe2(OFlag::O_CLOEXEC | OFlag::O_NONBLOCK).map_err(io::Error::from)?;
+        // pipe() and fcntl rather than pipe2(), which macOS lacks. Nothing here runs between
+        // the two calls that could exec and leak the descriptors.
+        let (new_read, new_write) = nix::unistd::pipe().map_err(io::Error::from)?;
+        for end in [&new_read, &new_write] {
+            fcntl(end, FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC)).map_err(io::Error::from)?;
+            fcntl(end, FcntlArg::F_SETFL(OFlag::O_NONBLOCK)).map_err(io::Error::from)?;
+        }
         for (slot, fd) in [
             (read, new_read.into_raw_fd()),
             (write, new_write.into_raw_fd()),
