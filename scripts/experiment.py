@@ -15,31 +15,10 @@ Exit status: that of accesses.py (0: every request answered), or 2 when the step
 """
 
 import os
-import signal
 import subprocess
 import sys
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def start_server(step, options):
-    """Builds and starts `step` on port 0; returns the process and its base URL."""
-    build = subprocess.run(["cargo", "build", "--release", "--quiet", "-p", step], cwd=ROOT)
-    if build.returncode != 0:
-        sys.exit(f"experiment.py: cannot build {step}")
-    binary = os.path.join(ROOT, "target", "release", step)
-    server = subprocess.Popen(
-        [binary, "--port", "0", "--quiet", *options],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-    )
-    line = server.stdout.readline().strip()
-    if not line.startswith("listening on "):
-        server.kill()
-        print(f"experiment.py: {step} did not start (first line: {line!r})", file=sys.stderr)
-        sys.exit(2)
-    return server, line.removeprefix("listening on ")
+from servers import ROOT, StepServer, build_release
 
 
 def main(argv):
@@ -52,22 +31,19 @@ def main(argv):
         server_options, load_options = rest[:split], rest[split + 1 :]
     else:
         server_options, load_options = rest, []
-    server, base = start_server(step, server_options)
+    build_release([step])
     try:
+        server = StepServer(step, server_options)
+    except RuntimeError as error:
+        print(f"experiment.py: {error}", file=sys.stderr)
+        return 2
+    with server:
         path = "/"
         if load_options and load_options[0].startswith("/"):
             path, load_options = load_options[0], load_options[1:]
         print(f"{step} {' '.join(server_options)}".strip(), flush=True)
         accesses = os.path.join(ROOT, "scripts", "accesses.py")
-        return subprocess.run([sys.executable, accesses, base + path, *load_options]).returncode
-    finally:
-        server.send_signal(signal.SIGTERM)
-        try:
-            server.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
-
+        return subprocess.run([sys.executable, accesses, server.url + path, *load_options]).returncode
 
 if __name__ == "__main__":
     sys.exit(main(sys.argv[1:]))

@@ -16,50 +16,10 @@ Examples:
 import argparse
 import os
 import socket
-import subprocess
 import sys
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def process_tree(root):
-    """`root` and all its descendants, by pid."""
-    children = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as stat:
-                parent = int(stat.read().rsplit(")", 1)[1].split()[1])
-        except (OSError, IndexError, ValueError):
-            continue  # gone while we looked
-        children.setdefault(parent, []).append(int(entry))
-    tree, todo = [], [root]
-    while todo:
-        pid = todo.pop()
-        tree.append(pid)
-        todo.extend(children.get(pid, []))
-    return tree
-
-
-def status_field(pid, path, field):
-    try:
-        with open(f"/proc/{pid}/{path}") as source:
-            for line in source:
-                if line.startswith(field):
-                    return int(line.split()[1])
-    except OSError:
-        pass
-    return 0
-
-
-def measure(root):
-    """(processes, threads, PSS in KiB) of the tree under `root`."""
-    tree = process_tree(root)
-    threads = sum(status_field(pid, "status", "Threads:") for pid in tree)
-    pss = sum(status_field(pid, "smaps_rollup", "Pss:") for pid in tree)
-    return len(tree), threads, pss
+from servers import StepServer, build_release, tree_usage
 
 
 def main():
@@ -74,28 +34,19 @@ def main():
     if not os.path.isdir("/proc"):
         parser.error("needs Linux's /proc")
 
-    subprocess.run(["cargo", "build", "--release", "--quiet", "-p", args.step], cwd=ROOT, check=True)
-    binary = os.path.join(ROOT, "target", "release", args.step)
-    server = subprocess.Popen([binary, "--port", "0", "--quiet", *options], stdout=subprocess.PIPE, text=True)
-    try:
-        line = server.stdout.readline().strip()
-        if not line.startswith("listening on http://"):
-            parser.error(f"{args.step} did not start")
-        host, port = line.removeprefix("listening on http://").rsplit(":", 1)
-        idle = measure(server.pid)
-        request = f"GET /sleep?ms={args.hold_ms} HTTP/1.1\r\nHost: {host}\r\n\r\n".encode()
+    build_release([args.step])
+    with StepServer(args.step, options) as server:
+        idle = tree_usage(server.pid, pss=True)
+        request = f"GET /sleep?ms={args.hold_ms} HTTP/1.1\r\nHost: {server.host}\r\n\r\n".encode()
         clients = []
         for _ in range(args.connections):
-            client = socket.create_connection((host, int(port)))
+            client = socket.create_connection((server.host, server.port))
             client.sendall(request)
             clients.append(client)
         time.sleep(min(1.0, args.hold_ms / 3000))
-        busy = measure(server.pid)
+        busy = tree_usage(server.pid, pss=True)
         for client in clients:
             client.close()
-    finally:
-        server.terminate()
-        server.wait()
 
     n = args.connections
     print(f"{args.step} {' '.join(options)}".strip())

@@ -1,0 +1,112 @@
+//! One cost at a time: what it takes to start a process, start a thread, and hand work from
+//! one thread to another, the operations the models of steps 01 to 04 repeat per connection.
+
+use std::hint::black_box;
+use std::sync::mpsc;
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread;
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use nix::sys::wait::waitpid;
+use nix::unistd::{ForkResult, fork};
+
+/// Step 01's price per connection: a new process, its exit, and reaping it.
+fn process(c: &mut Criterion) {
+    c.bench_function("process: fork + _exit + waitpid", |b| {
+        b.iter(|| {
+            // SAFETY: the child calls only _exit, which is async-signal-safe, so it is sound
+            // even though this benchmark process has other threads.
+            match unsafe { fork() } {
+                // SAFETY: _exit ends the child at once and never returns.
+                Ok(ForkResult::Child) => unsafe { libc::_exit(0) },
+                Ok(ForkResult::Parent { child }) => black_box(waitpid(child, None)).is_ok(),
+                Err(_) => false,
+            }
+        });
+    });
+}
+
+/// Step 02's price per connection: a new thread and joining it.
+fn thread_start(c: &mut Criterion) {
+    c.bench_function("thread: spawn + join", |b| {
+        b.iter(|| thread::spawn(|| black_box(1)).join().is_ok());
+    });
+}
+
+/// A job handed to another thread over a channel and its answer coming back: the round trip
+/// behind a thread pool (step 04).
+fn channel_round_trip(c: &mut Criterion) {
+    let (to_worker, requests) = mpsc::channel::<u64>();
+    let (to_caller, answers) = mpsc::channel::<u64>();
+    let worker = thread::spawn(move || {
+        for request in requests {
+            if to_caller.send(request + 1).is_err() {
+                break;
+            }
+        }
+    });
+    c.bench_function("mpsc: send + recv round trip", |b| {
+        b.iter(|| {
+            let _ = to_worker.send(black_box(1));
+            answers.recv().ok()
+        });
+    });
+    drop(to_worker);
+    let _ = worker.join();
+}
+
+/// A Mutex + Condvar ping-pong between two threads: how a queue wakes a sleeping worker and
+/// the worker wakes the producer back (step 03).
+fn condvar_wake_up(c: &mut Criterion) {
+    // The turn: false = the bench thread's move, true = the partner's. `None` ends the partner.
+    let shared = Arc::new((Mutex::new(Some(false)), Condvar::new()));
+    let partner = {
+        let shared = Arc::clone(&shared);
+        thread::spawn(move || {
+            let (turn, changed) = &*shared;
+            let Ok(mut state) = turn.lock() else { return };
+            loop {
+                match *state {
+                    None => return,
+                    Some(true) => {
+                        *state = Some(false);
+                        changed.notify_one();
+                    }
+                    Some(false) => {}
+                }
+                state = match changed.wait(state) {
+                    Ok(state) => state,
+                    Err(_) => return,
+                };
+            }
+        })
+    };
+    c.bench_function("condvar: wake a thread and be woken back", |b| {
+        let (turn, changed) = &*shared;
+        b.iter(|| {
+            let Ok(mut state) = turn.lock() else { return };
+            *state = Some(true);
+            changed.notify_one();
+            while *state == Some(true) {
+                state = match changed.wait(state) {
+                    Ok(state) => state,
+                    Err(_) => return,
+                };
+            }
+        });
+    });
+    if let Ok(mut state) = shared.0.lock() {
+        *state = None;
+        shared.1.notify_all();
+    }
+    let _ = partner.join();
+}
+
+criterion_group!(
+    benches,
+    process,
+    thread_start,
+    channel_round_trip,
+    condvar_wake_up
+);
+criterion_main!(benches);
