@@ -172,6 +172,9 @@ pub fn parse_head(buf: &[u8]) -> Result<Option<RequestHead<'_>>, ParseError> {
     else {
         return Err(ParseError::Malformed("incomplete request line"));
     };
+    if !valid_target(method, target) {
+        return Err(ParseError::Malformed("invalid request target"));
+    }
     let version = if minor == 0 {
         Version::Http10
     } else {
@@ -199,6 +202,9 @@ pub fn parse_head(buf: &[u8]) -> Result<Option<RequestHead<'_>>, ParseError> {
         } else if name.eq_ignore_ascii_case("host") {
             if host.is_some() {
                 return Err(ParseError::Malformed("more than one Host header"));
+            }
+            if !value.iter().all(|&b| is_host_byte(b)) {
+                return Err(ParseError::Malformed("invalid Host header"));
             }
             host = Some(value);
         } else if name.eq_ignore_ascii_case("expect") {
@@ -304,6 +310,27 @@ impl Framing {
         }
         Ok(BodyFraming::Chunked)
     }
+}
+
+/// The four request-target forms of RFC 9112 §3.2: origin (`/path`), absolute
+/// (`http://host/path`), asterisk (`*`, for `OPTIONS` only) and authority (`host:port`, for
+/// `CONNECT` only). Anything else, such as `index.html`, is refused as nginx does.
+fn valid_target(method: &str, target: &str) -> bool {
+    let absolute = |scheme: &str| {
+        target.len() > scheme.len() && target[..scheme.len()].eq_ignore_ascii_case(scheme)
+    };
+    target.starts_with('/')
+        || absolute("http://")
+        || absolute("https://")
+        || (target == "*" && method == "OPTIONS")
+        || (method == "CONNECT" && !target.contains('/'))
+}
+
+/// The bytes a `Host` value may hold: a registered name or IP literal and a port (RFC 3986
+/// §3.2.2). White space, `/`, `@`, `\` and non-ASCII bytes have no business there, and a
+/// proxy that routes by host (step07) must not be handed them.
+fn is_host_byte(byte: u8) -> bool {
+    byte.is_ascii_alphanumeric() || b"-._~%!$&'()*+,;=:[]".contains(&byte)
 }
 
 /// `Content-Length` is 1*DIGIT (RFC 9110 §8.6): no sign, no spaces inside, no list, no overflow.
@@ -524,6 +551,36 @@ mod tests {
             400
         );
         assert_eq!(error(b"GET / FTP/1.1\r\n\r\n").status(), 400);
+        assert_eq!(
+            error(b"GET index.html HTTP/1.1\r\nHost: a\r\n\r\n").status(),
+            400
+        );
+        assert_eq!(error(b"GET * HTTP/1.1\r\nHost: a\r\n\r\n").status(), 400);
+        assert_eq!(error(b"GET / HTTP/1.1\r\nHost: a b\r\n\r\n").status(), 400);
+        assert_eq!(
+            error(b"GET / HTTP/1.1\r\nHost: evil.test/x\r\n\r\n").status(),
+            400
+        );
+    }
+
+    #[test]
+    fn every_target_form_in_its_place() {
+        assert_eq!(
+            complete("OPTIONS * HTTP/1.1\r\nHost: a\r\n\r\n").target,
+            "*"
+        );
+        assert_eq!(
+            complete("CONNECT a.test:443 HTTP/1.1\r\nHost: a.test:443\r\n\r\n").target,
+            "a.test:443"
+        );
+        assert_eq!(
+            complete("GET / HTTP/1.1\r\nHost: [::1]:8090\r\n\r\n").host,
+            Some(&b"[::1]:8090"[..])
+        );
+        assert_eq!(
+            complete("GET / HTTP/1.1\r\nHost:\r\n\r\n").host,
+            Some(&b""[..])
+        );
     }
 
     #[test]

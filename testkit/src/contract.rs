@@ -458,3 +458,9 @@ pub fn sigterm_when_idle_exits_0(bin: &str, args: &[&str]) {
     assert!(idle.closes_within(Duration::from_secs(2)));
     server.assert_no_panic();
 }
+
+/// Every case of `testkit/corpus/bad-input.toml` gets its expected answer, the server still
+/// serves a normal request after each, and nothing panics.
+pub fn bad_input_corpus(bin: &str, args: &[&str]) {
+    crate::corpus::run_all(bin, args);
+}

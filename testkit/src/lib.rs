@@ -10,12 +10,14 @@
 //! - [`server`]: start a step, signal it, stop it (its whole process group, by pid).
 //! - [`client`]: a small HTTP/1.1 client over a raw `TcpStream`.
 //! - [`contract`]: the contract conformance checks, one function each.
+//! - [`corpus`]: the bad-input corpus (`corpus/bad-input.toml`), run against a step.
 //! - [`load`]: many requests at once, for the timing-ratio tests.
 //! - [`procfs`]: counting a server's children, zombies and threads on Linux.
 //! - [`tools`]: external tools a test needs (python3), skipped with a printed reason.
 
 pub mod client;
 pub mod contract;
+pub mod corpus;
 pub mod load;
 pub mod procfs;
 pub mod server;
@@ -58,7 +60,8 @@ macro_rules! contract_suite {
             stats_is_json,
             bad_options_fail_with_one_line,
             port_in_use_fails_with_one_line,
-            sigterm_when_idle_exits_0
+            sigterm_when_idle_exits_0,
+            bad_input_corpus
         );
     };
     (@tests $bin:expr, $args:tt; $($name:ident),*) => {
