@@ -11,7 +11,7 @@
 //! - [`client`]: a small HTTP/1.1 client over a raw `TcpStream`.
 //! - [`contract`]: the contract conformance checks, one function each.
 //! - [`load`]: many requests at once, for the timing-ratio tests.
-//! - [`procfs`]: counting a server's children, zombies and threads on Linux.
+//! - [`procfs`]: counting a server's children, zombies, threads and CPU time on Linux.
 //! - [`tools`]: external tools a test needs (python3), skipped with a printed reason.
 
 pub mod client;
