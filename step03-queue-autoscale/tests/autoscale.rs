@@ -46,20 +46,17 @@ fn stats_until(
     }
 }
 
-/// Sends one `GET path` on a new connection from a thread of its own; the response (or the
-/// error) arrives on the returned channel.
+/// Connects and sends one `GET path` now, so that connections arrive in the order of the
+/// calls; the response (or the error) is read on a thread of its own and arrives on the
+/// returned channel.
 fn get_in_background(
     server: &Server,
     path: &str,
 ) -> mpsc::Receiver<std::io::Result<testkit::Response>> {
-    let (addr, request) = (
-        server.addr(),
-        format!("GET {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"),
-    );
+    let mut client = Client::connect(server.addr());
+    client.send(format!("GET {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n").as_bytes());
     let (sender, receiver) = mpsc::channel();
     thread::spawn(move || {
-        let mut client = Client::connect(addr);
-        client.send(request.as_bytes());
         let _ = sender.send(client.try_read_response(false));
     });
     receiver
@@ -162,10 +159,11 @@ fn connections_are_served_in_arrival_order() {
     let (done, order) = mpsc::channel();
     let mut clients = Vec::new();
     for index in 0..4 {
+        // 100 ms apart at the server: far more than the time to pass an answer on below.
         let path = if index == 0 {
             "/sleep?ms=300"
         } else {
-            "/sleep?ms=10"
+            "/sleep?ms=100"
         };
         let response = get_in_background(&server, path);
         let done = done.clone();
@@ -175,8 +173,6 @@ fn connections_are_served_in_arrival_order() {
                 .is_ok_and(|r| r.is_ok_and(|r| r.status == 200));
             let _ = done.send((index, ok));
         }));
-        // Far apart enough that the kernel hands them to `accept` in this order.
-        thread::sleep(Duration::from_millis(40));
     }
     let answered: Vec<(usize, bool)> = (0..4)
         .map(|_| order.recv_timeout(Duration::from_secs(10)).expect("answer"))

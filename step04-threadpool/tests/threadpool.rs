@@ -13,19 +13,17 @@ use testkit::{Client, Server};
 
 const BIN: &str = env!("CARGO_BIN_EXE_step04-threadpool");
 
-/// Sends one `GET path` on a new connection from a thread of its own.
+/// Connects and sends one `GET path` now, so that connections arrive in the order of the
+/// calls; the response (or the error) is read on a thread of its own and arrives on the
+/// returned channel.
 fn get_in_background(
     server: &Server,
     path: &str,
 ) -> mpsc::Receiver<std::io::Result<testkit::Response>> {
-    let (addr, request) = (
-        server.addr(),
-        format!("GET {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"),
-    );
+    let mut client = Client::connect(server.addr());
+    client.send(format!("GET {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n").as_bytes());
     let (sender, receiver) = mpsc::channel();
     thread::spawn(move || {
-        let mut client = Client::connect(addr);
-        client.send(request.as_bytes());
         let _ = sender.send(client.try_read_response(false));
     });
     receiver
