@@ -10,12 +10,17 @@ fixed rate whatever the server does, which is how real users behave and the way 
 queue past its limits; a request that cannot start on time because all -c clients are busy
 still counts its latency from the moment it should have started.
 
+--idle K first opens K keep-alive connections that each ask for / once and then stay open,
+silent, until the run ends: browser tabs left open. A server that gives every connection a
+worker of its own has K fewer for the load.
+
 Examples:
   python3 scripts/accesses.py                                  # 20 requests, 20 at once, to :8090
   python3 scripts/accesses.py http://127.0.0.1:8090/sleep?ms=1000 -n 20 -c 20
   python3 scripts/accesses.py http://127.0.0.1:8090/stats -n 50 -c 10   # which pids answered?
   python3 scripts/accesses.py http://127.0.0.1:8090/ -n 10000 -c 50 --keep-alive
   python3 scripts/accesses.py http://127.0.0.1:8090/sleep?ms=200 --rate 100 --duration 10 -c 200
+  python3 scripts/accesses.py http://127.0.0.1:8090/ -n 1 -c 1 --idle 8     # 8 open tabs, then 1 request
   python3 scripts/accesses.py http://127.0.0.1:8090/ --json
 
 Exit status: 0 when every request got a 2xx or 3xx answer, 1 when any failed, 2 on bad usage.
@@ -102,6 +107,53 @@ class Client:
         if self.connection is not None:
             self.connection.close()
             self.connection = None
+
+
+class IdleClients:
+    """--idle K: keep-alive connections that ask for / once, then sit open until the run ends."""
+
+    def __init__(self, target, count, timeout):
+        self.target = target
+        self.count = count
+        self.timeout = timeout
+        self.sent = threading.Semaphore(0)
+        self.done = threading.Event()
+        self.lock = threading.Lock()
+        self.answered = 0
+        self.threads = []
+
+    def __enter__(self):
+        self.threads = [threading.Thread(target=self.hold, daemon=True) for _ in range(self.count)]
+        for thread in self.threads:
+            thread.start()
+        # The load starts once every idle client has sent its request (not once it is answered:
+        # on a server with too few workers, some of them wait too), so theirs come first.
+        for _ in self.threads:
+            self.sent.acquire(timeout=self.timeout)
+        return self
+
+    def hold(self):
+        connection = http.client.HTTPConnection(self.target.host, self.target.port, timeout=self.timeout)
+        sent = False
+        try:
+            connection.request("GET", "/")
+            self.sent.release()
+            sent = True
+            connection.getresponse().read()
+            with self.lock:
+                self.answered += 1
+            self.done.wait()
+        except (OSError, http.client.HTTPException):
+            pass
+        finally:
+            if not sent:
+                self.sent.release()
+            connection.close()
+
+    def __exit__(self, *exc):
+        self.done.set()
+        for thread in self.threads:
+            thread.join(timeout=self.timeout)
 
 
 def pid_from(body, content_type):
@@ -225,7 +277,7 @@ def percentile(sorted_values, fraction):
     return sorted_values[rank - 1]
 
 
-def summarize(args, target, results, wall):
+def summarize(args, target, results, wall, idle=None):
     latencies = sorted(result.latency * 1000 for result in results)
     failures = Counter(result.outcome for result in results if not result.ok)
     pids = {result.pid for result in results if result.pid is not None}
@@ -238,6 +290,8 @@ def summarize(args, target, results, wall):
         "concurrency": args.concurrency,
         "rate": args.rate,
         "keep_alive": args.keep_alive,
+        "idle_clients": args.idle,
+        "idle_answered": idle.answered if idle else 0,
         "ok": len(results) - sum(failures.values()),
         "failed": sum(failures.values()),
         "failures": dict(failures.most_common()),
@@ -268,6 +322,11 @@ def print_summary(summary):
         f"load        {summary['requests']} requests, {shape}, {connection}",
         f"completed   {summary['ok']} ok, {summary['failed']} failed",
     ]
+    if summary["idle_clients"]:
+        lines.append(
+            f"idle        {summary['idle_clients']} keep-alive connections held open "
+            f"({summary['idle_answered']} answered)"
+        )
     if summary["failures"]:
         lines.append(
             "failures    " + ", ".join(f"{count} x {what}" for what, count in summary["failures"].items())
@@ -316,10 +375,15 @@ def parse_args(argv):
     parser.add_argument("--keep-alive", action="store_true", help="reuse one connection per client")
     parser.add_argument("--rate", type=positive_float, help="open loop: start R requests per second (needs --duration)")
     parser.add_argument("--duration", type=positive_float, help="open loop: for S seconds (needs --rate)")
+    parser.add_argument(
+        "--idle", type=int, default=0, metavar="K", help="first open K idle keep-alive connections (default 0)"
+    )
     parser.add_argument("--json", action="store_true", help="print the summary as one JSON object")
     args = parser.parse_args(argv)
     if (args.rate is None) != (args.duration is None):
         parser.error("--rate and --duration go together")
+    if args.idle < 0:
+        parser.error(f"--idle must be 0 or more, not {args.idle}")
     try:
         target = Target(args.url)
     except ValueError as error:
@@ -329,15 +393,16 @@ def parse_args(argv):
 
 def main(argv=None):
     args, target = parse_args(argv)
-    if args.rate:
-        results, wall = run_open_loop(
-            target, args.rate, args.duration, args.concurrency, args.timeout, args.keep_alive
-        )
-    else:
-        results, wall = run_closed_loop(
-            target, args.requests, args.concurrency, args.timeout, args.keep_alive
-        )
-    summary = summarize(args, target, results, wall)
+    with IdleClients(target, args.idle, args.timeout) as idle:
+        if args.rate:
+            results, wall = run_open_loop(
+                target, args.rate, args.duration, args.concurrency, args.timeout, args.keep_alive
+            )
+        else:
+            results, wall = run_closed_loop(
+                target, args.requests, args.concurrency, args.timeout, args.keep_alive
+            )
+        summary = summarize(args, target, results, wall, idle)
     if args.json:
         print(json.dumps(summary))
     else:

@@ -4,12 +4,15 @@
 The step is built in release mode (cargo build --release -p STEP), started on a free loopback
 port with the server options you give, and driven by scripts/accesses.py with the options
 after `--`; a first accesses option that starts with `/` is the path to request. The server is
-stopped (SIGTERM, by pid) when the load is done.
+stopped (SIGTERM, by pid) when the load is done, or, with --hold S before the step's name, S
+seconds later (to watch step03's workers shrink back after the load).
 
 Examples:
   python3 scripts/experiment.py step01-fork --iterative -- /sleep?ms=1000 -n 20 -c 20
   python3 scripts/experiment.py step01-fork -- /sleep?ms=1000 -n 20 -c 20
   python3 scripts/experiment.py step02-threads --delay-ms 300 -- /stats -n 50 -c 50 --json
+  python3 scripts/experiment.py --hold 15 step03-queue-autoscale --trace /tmp/trace.txt \
+      -- /sleep?ms=200 --rate 100 --duration 5 -c 200
 
 Exit status: that of accesses.py (0: every request answered), or 2 when the step cannot start.
 """
@@ -17,6 +20,7 @@ Exit status: that of accesses.py (0: every request answered), or 2 when the step
 import os
 import subprocess
 import sys
+import time
 
 from servers import ROOT, StepServer, build_release
 
@@ -25,6 +29,17 @@ def main(argv):
     if not argv or argv[0] in ("-h", "--help"):
         print(__doc__)
         return 0 if argv else 2
+    hold = 0.0
+    if argv[0] == "--hold":
+        try:
+            hold = float(argv[1])
+        except (IndexError, ValueError):
+            print("experiment.py: --hold needs a number of seconds", file=sys.stderr)
+            return 2
+        argv = argv[2:]
+        if not argv:
+            print(__doc__)
+            return 2
     step, rest = argv[0], argv[1:]
     if "--" in rest:
         split = rest.index("--")
@@ -43,7 +58,12 @@ def main(argv):
             path, load_options = load_options[0], load_options[1:]
         print(f"{step} {' '.join(server_options)}".strip(), flush=True)
         accesses = os.path.join(ROOT, "scripts", "accesses.py")
-        return subprocess.run([sys.executable, accesses, server.url + path, *load_options]).returncode
+        status = subprocess.run([sys.executable, accesses, server.url + path, *load_options]).returncode
+        if hold > 0:
+            print(f"holding the server for {hold:g} s", flush=True)
+            time.sleep(hold)
+        return status
+
 
 if __name__ == "__main__":
     sys.exit(main(sys.argv[1:]))

@@ -133,6 +133,14 @@ class AccessesTest(unittest.TestCase):
         self.assertEqual(summary["requests"], 20)
         self.assertGreaterEqual(summary["wall_s"], 0.9)
 
+    def test_idle_clients_ask_once_and_stay_open_during_the_load(self):
+        code, summary = self.run_json(f"{self.base}/stats", "-n", "4", "-c", "2", "--idle", "3")
+        self.assertEqual(code, 0)
+        self.assertEqual((summary["idle_clients"], summary["idle_answered"]), (3, 3))
+        self.assertEqual(summary["requests"], 4, "the idle clients' requests are not load")
+        self.assertEqual(self.server.requests, 7)
+        self.assertEqual(len(self.server.client_ports), 7)
+
     def test_the_text_summary_names_the_figures(self):
         done = self.run_script(f"{self.base}/stats", "-n", "3", "-c", "3")
         self.assertEqual(done.returncode, 0)

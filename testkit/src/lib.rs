@@ -12,7 +12,7 @@
 //! - [`contract`]: the contract conformance checks, one function each.
 //! - [`corpus`]: the bad-input corpus (`corpus/bad-input.toml`), run against a step.
 //! - [`load`]: many requests at once, for the timing-ratio tests.
-//! - [`procfs`]: counting a server's children, zombies and threads on Linux.
+//! - [`procfs`]: counting a server's children, zombies, threads and CPU time on Linux.
 //! - [`tools`]: external tools a test needs (python3), skipped with a printed reason.
 
 pub mod client;

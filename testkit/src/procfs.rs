@@ -1,7 +1,8 @@
-//! A server's processes and threads, read from `/proc` (Linux only; elsewhere the functions
+//! A server's processes, threads and CPU time, read from `/proc` (Linux only; elsewhere the functions
 //! return `None` and the tests that need them say they skip).
 
 use std::fs;
+use std::time::Duration;
 
 /// One process: its pid and its state letter (`R`, `S`, `Z` for a zombie, ...).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -53,4 +54,21 @@ pub fn thread_count(pid: u32) -> Option<usize> {
 /// Whether process `pid` exists (zombies count).
 pub fn exists(pid: u32) -> bool {
     fs::metadata(format!("/proc/{pid}")).is_ok()
+}
+
+/// The CPU time process `pid` has used so far, all its threads together (user and system), or
+/// `None` off Linux. Threads that have already ended are included.
+pub fn cpu_time(pid: u32) -> Option<Duration> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // After `pid (comm)`, state is field 3; utime and stime are fields 14 and 15.
+    let (_, rest) = stat.rsplit_once(')')?;
+    let mut fields = rest.split_whitespace().skip(11);
+    let utime: u64 = fields.next()?.parse().ok()?;
+    let stime: u64 = fields.next()?.parse().ok()?;
+    // SAFETY: sysconf only reads a configuration value; it has no memory-safety preconditions.
+    let ticks_per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    let ticks_per_second = u64::try_from(ticks_per_second).ok().filter(|&t| t > 0)?;
+    Some(Duration::from_micros(
+        (utime + stime) * 1_000_000 / ticks_per_second,
+    ))
 }
