@@ -325,3 +325,20 @@ impl<'c> Connection<'c> {
         }
     }
 }
+
+/// Answers `503 Service Unavailable` on a connection that will not be served after all (no
+/// thread, no process, no room, shutting down) and closes it, without ever blocking: the
+/// answer fits in the socket's send buffer, and only what has already arrived is read before
+/// closing, so that the close does not reset the connection and destroy the 503.
+pub fn refuse(mut stream: TcpStream, server: &str) {
+    let mut out = Vec::with_capacity(256);
+    Response::error(503).render(server, false, None, &mut out);
+    if stream.write_all(&out).is_err() {
+        return;
+    }
+    let _ = stream.shutdown(Shutdown::Write);
+    if stream.set_nonblocking(true).is_ok() {
+        let mut sink = [0u8; 4096];
+        while matches!(stream.read(&mut sink), Ok(read) if read > 0) {}
+    }
+}

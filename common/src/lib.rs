@@ -8,7 +8,8 @@
 //! # Layout
 //!
 //! - [`args`]: the options every step has ([`CommonArgs`]), and one-line start-up errors.
-//! - [`listen`]: binding with a real backlog, and the `listening on` start-up line.
+//! - [`listen`]: binding with a real backlog, the `listening on` start-up line, and the
+//!   blocking steps' accept loop (which never spins when descriptors run out).
 //! - [`parse`]: incremental request-head parsing with `httparse`, and body framing rules.
 //! - [`chunked`]: an incremental decoder for chunked request bodies.
 //! - [`site`]: the routes ([`Site`]); a request becomes a [`Reply`], a response plus a delay,
@@ -16,7 +17,7 @@
 //! - [`response`]: status line, headers and body on the wire.
 //! - [`date`]: the `Date` header, formatted at most once a second.
 //! - [`connection`]: the blocking loop of steps 01–04 ([`serve_connection`]): keep-alive,
-//!   pipelining, timeouts, errors.
+//!   pipelining, timeouts, errors; and [`refuse`], a 503 for a connection nobody can serve.
 //! - [`signals`]: `SIGINT`/`SIGTERM` and friends as pipes that loops can `poll`.
 //! - [`wait`]: waiting on a few descriptors with a deadline.
 //! - [`process`]: ending a forked child.
@@ -36,7 +37,7 @@ pub mod site;
 pub mod wait;
 
 pub use args::CommonArgs;
-pub use connection::{ConnConfig, serve_connection};
+pub use connection::{ConnConfig, refuse, serve_connection};
 pub use response::Response;
 pub use signals::Signals;
 pub use site::{Reply, Site};

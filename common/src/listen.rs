@@ -1,14 +1,19 @@
-//! Opening the listening socket and announcing it.
+//! Opening the listening socket, announcing it, and accepting from it.
 
-use std::io::{self, Write};
-use std::net::{SocketAddr, TcpListener, ToSocketAddrs};
-use std::os::fd::AsRawFd;
+use std::io::{self, ErrorKind, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
+use std::os::fd::{AsFd, AsRawFd};
+use std::time::{Duration, Instant};
 
 use nix::fcntl::{FcntlArg, FdFlag, OFlag, fcntl};
 use nix::sys::socket::{
     AddressFamily, Backlog, SockFlag, SockType, SockaddrStorage, bind, listen, setsockopt, socket,
     sockopt,
 };
+
+use crate::log;
+use crate::signals::Signals;
+use crate::wait::wait_readable;
 
 /// How to open the listening socket.
 #[derive(Debug, Clone, Copy, Default)]
@@ -74,4 +79,49 @@ pub fn announce(listener: &TcpListener) -> io::Result<SocketAddr> {
     writeln!(stdout, "listening on http://{address}")?;
     stdout.flush()?;
     Ok(address)
+}
+
+/// How long an accept loop pauses when the process is out of descriptors (see
+/// [`accept_ready`]).
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+
+/// Waits for the next connection on a non-blocking `listener`; `None` once a shutdown has been
+/// requested. The blocking steps' accept loop: `while let Some(stream) = next_connection(..)`.
+pub fn next_connection(listener: &TcpListener, signals: Signals) -> Option<TcpStream> {
+    loop {
+        let ready = wait_readable(&[listener.as_fd(), signals.shutdown_fd()], None).ok()?;
+        if ready.is_ready(1) {
+            return None;
+        }
+        if let Some(stream) = accept_ready(listener, signals) {
+            return Some(stream);
+        }
+    }
+}
+
+/// Accepts one connection from a non-blocking `listener` that `poll` reported ready; `None`
+/// when there was none after all or `accept` failed.
+///
+/// `WouldBlock` is not an error: the client gave up between `poll` and `accept`. Other errors
+/// are logged and cost this one client, not the server (the C course's loop called `exit`).
+/// Running out of descriptors (`EMFILE`, `ENFILE`) needs more: the connection stays in the
+/// backlog, `poll` reports it again at once, and the loop would spin at 100 % CPU without
+/// making progress. So we pause for [`ACCEPT_BACKOFF`] first (waking early for a shutdown), as
+/// nginx stops accepting for a moment in the same case, while connections being served close
+/// and give descriptors back.
+pub fn accept_ready(listener: &TcpListener, signals: Signals) -> Option<TcpStream> {
+    match listener.accept() {
+        Ok((stream, _)) => Some(stream),
+        Err(error) if matches!(error.kind(), ErrorKind::WouldBlock | ErrorKind::Interrupted) => {
+            None
+        }
+        Err(error) => {
+            log::error(format_args!("accept failed: {error}"));
+            if matches!(error.raw_os_error(), Some(libc::EMFILE | libc::ENFILE)) {
+                let pause = Instant::now() + ACCEPT_BACKOFF;
+                let _ = wait_readable(&[signals.shutdown_fd()], Some(pause));
+            }
+            None
+        }
+    }
 }

@@ -23,17 +23,16 @@
 //! ```
 
 use std::collections::HashSet;
-use std::io::{ErrorKind, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpListener;
 use std::os::fd::AsFd;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
 use common::args::{fail, parse};
-use common::listen::{ListenOptions, announce, bind_listener};
+use common::listen::{ListenOptions, accept_ready, announce, bind_listener, next_connection};
 use common::process::exit_child;
 use common::wait::wait_readable;
-use common::{CommonArgs, ConnConfig, Response, Signals, Site, log, serve_connection};
+use common::{CommonArgs, ConnConfig, Signals, Site, log, refuse, serve_connection};
 use nix::sys::signal::{Signal, kill};
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::{ForkResult, Pid};
@@ -98,20 +97,6 @@ fn serve_iteratively(
     std::process::exit(0);
 }
 
-/// Waits for a connection or a shutdown, whichever comes first.
-fn next_connection(listener: &TcpListener, signals: Signals) -> Option<TcpStream> {
-    loop {
-        let ready = wait_readable(&[listener.as_fd(), signals.shutdown_fd()], None).ok()?;
-        if ready.is_ready(1) {
-            return None;
-        }
-        match listener.accept() {
-            Ok((stream, _)) => return Some(stream),
-            Err(error) => log_accept_error(&error),
-        }
-    }
-}
-
 /// The forking server: the parent accepts and forks; each child serves one connection.
 fn serve_forking(listener: TcpListener, config: &ConnConfig, args: &Args, signals: Signals) {
     let parent_pid = std::process::id();
@@ -133,12 +118,8 @@ fn serve_forking(listener: TcpListener, config: &ConnConfig, args: &Args, signal
         if at_cap || !ready.is_ready(2) || signals.shutdown_requested() {
             continue;
         }
-        let stream = match listener.accept() {
-            Ok((stream, _)) => stream,
-            Err(error) => {
-                log_accept_error(&error);
-                continue;
-            }
+        let Some(stream) = accept_ready(&listener, signals) else {
+            continue;
         };
         let live = children.len() as u64 + 1;
         // SAFETY: this parent is single-threaded (it never spawns a thread), so the child is a
@@ -167,7 +148,7 @@ fn serve_forking(listener: TcpListener, config: &ConnConfig, args: &Args, signal
             }
             Err(errno) => {
                 log::error(format_args!("fork failed: {}", errno.desc()));
-                refuse(stream);
+                refuse(stream, "step01-fork");
             }
         }
     }
@@ -225,19 +206,5 @@ impl Children {
         for pid in self.pids.drain() {
             let _ = waitpid(pid, None);
         }
-    }
-}
-
-/// Tells a client we cannot serve it now, instead of closing without a word.
-fn refuse(mut stream: TcpStream) {
-    let mut out = Vec::new();
-    Response::error(503).render("step01-fork", false, None, &mut out);
-    let _ = stream.write_all(&out);
-}
-
-fn log_accept_error(error: &std::io::Error) {
-    // WouldBlock: the client gave up between poll and accept; nothing to report.
-    if error.kind() != ErrorKind::WouldBlock {
-        log::error(format_args!("accept failed: {error}"));
     }
 }

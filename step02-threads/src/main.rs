@@ -20,8 +20,6 @@
 //! curl http://127.0.0.1:8090/stats
 //! ```
 
-use std::net::TcpListener;
-use std::os::fd::AsFd;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread;
@@ -29,9 +27,8 @@ use std::time::Instant;
 
 use clap::Parser;
 use common::args::{fail, parse};
-use common::listen::{ListenOptions, announce, bind_listener};
-use common::wait::wait_readable;
-use common::{CommonArgs, Response, Signals, Site, log, serve_connection};
+use common::listen::{ListenOptions, announce, bind_listener, next_connection};
+use common::{CommonArgs, Signals, Site, log, refuse, serve_connection};
 
 /// A thread per connection.
 #[derive(Parser, Debug)]
@@ -73,7 +70,7 @@ fn main() {
     if let Err(error) = announce(&listener) {
         fail(format_args!("cannot print the start-up line: {error}"));
     }
-    while let Some(stream) = accept(&listener, signals) {
+    while let Some(stream) = next_connection(&listener, signals) {
         // At the cap this waits for a connection thread to end. The client just accepted waits
         // connected meanwhile, and the ones behind it wait in the kernel's backlog.
         let Some(slot) = slots.acquire(signals) else {
@@ -93,10 +90,8 @@ fn main() {
             });
         if let Err(error) = spawned {
             log::error(format_args!("cannot start a thread: {error}"));
-            if let Ok(mut stream) = refusal {
-                let mut out = Vec::new();
-                site.render(&Response::error(503), false, &mut out);
-                let _ = std::io::Write::write_all(&mut stream, &out);
+            if let Ok(stream) = refusal {
+                refuse(stream, site.step());
             }
         }
     }
@@ -111,22 +106,6 @@ fn main() {
         ));
     }
     std::process::exit(0);
-}
-
-/// Waits for a connection; `None` once a shutdown is requested.
-fn accept(listener: &TcpListener, signals: Signals) -> Option<std::net::TcpStream> {
-    loop {
-        let ready = wait_readable(&[listener.as_fd(), signals.shutdown_fd()], None).ok()?;
-        if ready.is_ready(1) {
-            return None;
-        }
-        match listener.accept() {
-            Ok((stream, _)) => return Some(stream),
-            // WouldBlock: the client gave up between poll and accept.
-            Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => {}
-            Err(error) => log::error(format_args!("accept failed: {error}")),
-        }
-    }
 }
 
 /// A counting semaphore for connection threads: the accept loop takes a slot for each

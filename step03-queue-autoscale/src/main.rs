@@ -24,9 +24,7 @@
 //! curl http://127.0.0.1:8090/stats
 //! ```
 
-use std::io::{Read, Write};
-use std::net::{Shutdown, TcpListener, TcpStream};
-use std::os::fd::AsFd;
+use std::net::TcpStream;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::thread;
@@ -34,9 +32,9 @@ use std::time::{Duration, Instant};
 
 use clap::Parser;
 use common::args::{fail, parse};
-use common::listen::{ListenOptions, announce, bind_listener};
+use common::listen::{ListenOptions, announce, bind_listener, next_connection};
 use common::wait::wait_readable;
-use common::{CommonArgs, Response, Signals, Site, log, serve_connection};
+use common::{CommonArgs, Signals, Site, log, refuse, serve_connection};
 use step03_queue_autoscale::{Closed, Queue, ScalingPolicy, Trace, Workers};
 
 /// A bounded queue of connections with workers that grow and shrink.
@@ -142,11 +140,11 @@ fn main() {
     .unwrap_or_else(|error| fail(format_args!("cannot start the workers: {error}")));
     close_on_shutdown(&queue, signals);
 
-    while let Some(stream) = accept(&listener, signals) {
+    while let Some(stream) = next_connection(&listener, signals) {
         // When the queue is full this waits for a worker to take a connection. The client just
         // accepted waits connected meanwhile, and the ones behind it wait in the backlog.
         if let Err(Closed(stream)) = workers.submit(stream) {
-            refuse(stream, &site);
+            refuse(stream, site.step());
             break;
         }
     }
@@ -163,25 +161,9 @@ fn main() {
         ));
     }
     for stream in queue.take_remaining() {
-        refuse(stream, &site);
+        refuse(stream, site.step());
     }
     std::process::exit(0);
-}
-
-/// Waits for a connection; `None` once a shutdown is requested.
-fn accept(listener: &TcpListener, signals: Signals) -> Option<TcpStream> {
-    loop {
-        let ready = wait_readable(&[listener.as_fd(), signals.shutdown_fd()], None).ok()?;
-        if ready.is_ready(1) {
-            return None;
-        }
-        match listener.accept() {
-            Ok((stream, _)) => return Some(stream),
-            // WouldBlock: the client gave up between poll and accept.
-            Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => {}
-            Err(error) => log::error(format_args!("accept failed: {error}")),
-        }
-    }
 }
 
 /// Closes the queue as soon as a shutdown is requested.
@@ -200,22 +182,5 @@ fn close_on_shutdown(queue: &Arc<Queue<TcpStream>>, signals: Signals) {
         });
     if let Err(error) = watcher {
         fail(format_args!("cannot start the shutdown watcher: {error}"));
-    }
-}
-
-/// Answers a connection that will not be served after all with 503 and closes it cleanly.
-fn refuse(mut stream: TcpStream, site: &Site) {
-    let mut out = Vec::new();
-    site.render(&Response::error(503), false, &mut out);
-    // The answer is small enough to fit the socket's send buffer: this write does not block.
-    if stream.write_all(&out).is_err() {
-        return;
-    }
-    let _ = stream.shutdown(Shutdown::Write);
-    // Closing a socket that still holds unread request bytes makes the kernel send a reset,
-    // which can destroy the 503 before the client reads it. Read what has arrived first.
-    if stream.set_nonblocking(true).is_ok() {
-        let mut sink = [0u8; 4096];
-        while matches!(stream.read(&mut sink), Ok(read) if read > 0) {}
     }
 }

@@ -9,7 +9,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
-use testkit::load::concurrent_gets;
+use testkit::load::{concurrent_gets, get_in_background};
 use testkit::{Client, Server, procfs, tools};
 
 const BIN: &str = env!("CARGO_BIN_EXE_step03-queue-autoscale");
@@ -44,22 +44,6 @@ fn stats_until(
         }
         thread::sleep(Duration::from_millis(50));
     }
-}
-
-/// Connects and sends one `GET path` now, so that connections arrive in the order of the
-/// calls; the response (or the error) is read on a thread of its own and arrives on the
-/// returned channel.
-fn get_in_background(
-    server: &Server,
-    path: &str,
-) -> mpsc::Receiver<std::io::Result<testkit::Response>> {
-    let mut client = Client::connect(server.addr());
-    client.send(format!("GET {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n").as_bytes());
-    let (sender, receiver) = mpsc::channel();
-    thread::spawn(move || {
-        let _ = sender.send(client.try_read_response(false));
-    });
-    receiver
 }
 
 /// The course's scenario: a burst of slow requests fills the queue past 80 %, workers are
@@ -165,7 +149,7 @@ fn connections_are_served_in_arrival_order() {
         } else {
             "/sleep?ms=100"
         };
-        let response = get_in_background(&server, path);
+        let response = get_in_background(server.addr(), path);
         let done = done.clone();
         clients.push(thread::spawn(move || {
             let ok = response
@@ -204,7 +188,7 @@ fn waiting_workers_and_a_waiting_acceptor_use_no_cpu() {
     );
     // One request in flight, two queued, one more accepted and waiting for room.
     let _waiting: Vec<_> = (0..4)
-        .map(|_| get_in_background(&full, "/sleep?ms=2000"))
+        .map(|_| get_in_background(full.addr(), "/sleep?ms=2000"))
         .collect();
     thread::sleep(Duration::from_millis(200));
     let used = cpu_over_a_second(&full);
@@ -239,11 +223,11 @@ fn sigterm_with_a_full_queue_answers_every_queued_connection() {
         BIN,
         &["--quiet", "--max-workers", "1", "--queue-capacity", "4"],
     );
-    let in_flight = get_in_background(&server, "/sleep?ms=600");
+    let in_flight = get_in_background(server.addr(), "/sleep?ms=600");
     thread::sleep(Duration::from_millis(100));
     let queued: Vec<_> = (0..5)
         .map(|_| {
-            let response = get_in_background(&server, "/sleep?ms=50");
+            let response = get_in_background(server.addr(), "/sleep?ms=50");
             thread::sleep(Duration::from_millis(20));
             response
         })
@@ -284,10 +268,10 @@ fn the_grace_period_ends_a_full_queue_with_503s() {
             "300",
         ],
     );
-    let _in_flight = get_in_background(&server, "/sleep?ms=5000");
+    let _in_flight = get_in_background(server.addr(), "/sleep?ms=5000");
     thread::sleep(Duration::from_millis(100));
     let queued: Vec<_> = (0..3)
-        .map(|_| get_in_background(&server, "/sleep?ms=10"))
+        .map(|_| get_in_background(server.addr(), "/sleep?ms=10"))
         .collect();
     thread::sleep(Duration::from_millis(150));
     let started = Instant::now();

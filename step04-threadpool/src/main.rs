@@ -24,15 +24,12 @@
 //! curl http://127.0.0.1:8090/stats
 //! ```
 
-use std::net::{TcpListener, TcpStream};
-use std::os::fd::AsFd;
 use std::sync::{Arc, mpsc};
 use std::thread;
 
 use clap::Parser;
 use common::args::{fail, parse};
-use common::listen::{ListenOptions, announce, bind_listener};
-use common::wait::wait_readable;
+use common::listen::{ListenOptions, announce, bind_listener, next_connection};
 use common::{CommonArgs, Signals, Site, log, serve_connection};
 use step04_threadpool::ThreadPool;
 
@@ -85,7 +82,7 @@ fn main() {
     if let Err(error) = announce(&listener) {
         fail(format_args!("cannot print the start-up line: {error}"));
     }
-    while let Some(stream) = accept(&listener, signals) {
+    while let Some(stream) = next_connection(&listener, signals) {
         // The job owns the connection (moved into the closure) and shares the site and the
         // settings. It waits in the pool's channel until a worker is free.
         let (job_site, job_config) = (Arc::clone(&site), Arc::clone(&config));
@@ -111,20 +108,4 @@ fn main() {
         ));
     }
     std::process::exit(0);
-}
-
-/// Waits for a connection; `None` once a shutdown is requested.
-fn accept(listener: &TcpListener, signals: Signals) -> Option<TcpStream> {
-    loop {
-        let ready = wait_readable(&[listener.as_fd(), signals.shutdown_fd()], None).ok()?;
-        if ready.is_ready(1) {
-            return None;
-        }
-        match listener.accept() {
-            Ok((stream, _)) => return Some(stream),
-            // WouldBlock: the client gave up between poll and accept.
-            Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => {}
-            Err(error) => log::error(format_args!("accept failed: {error}")),
-        }
-    }
 }

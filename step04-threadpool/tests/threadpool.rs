@@ -2,32 +2,15 @@
 //! counts workers and busy ones, the default size follows the cores, a keep-alive client holds
 //! a worker (the step's limit), and SIGTERM runs the queued connections before exiting.
 
-use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
-use testkit::load::concurrent_gets;
+use testkit::load::{concurrent_gets, get_in_background};
 use testkit::server::run_to_exit;
 use testkit::{Client, Server};
 
 const BIN: &str = env!("CARGO_BIN_EXE_step04-threadpool");
-
-/// Connects and sends one `GET path` now, so that connections arrive in the order of the
-/// calls; the response (or the error) is read on a thread of its own and arrives on the
-/// returned channel.
-fn get_in_background(
-    server: &Server,
-    path: &str,
-) -> mpsc::Receiver<std::io::Result<testkit::Response>> {
-    let mut client = Client::connect(server.addr());
-    client.send(format!("GET {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n").as_bytes());
-    let (sender, receiver) = mpsc::channel();
-    thread::spawn(move || {
-        let _ = sender.send(client.try_read_response(false));
-    });
-    receiver
-}
 
 /// Eight requests of 500 ms on four workers take two rounds, about one second: not half a
 /// second (that would be eight workers, or no limit) and not four (one at a time).
@@ -53,7 +36,7 @@ fn eight_slow_requests_on_four_workers_take_two_rounds() {
 fn stats_counts_workers_busy_and_queued() {
     let server = Server::start(BIN, &["--quiet", "--workers", "3"]);
     let slow: Vec<_> = (0..2)
-        .map(|_| get_in_background(&server, "/sleep?ms=800"))
+        .map(|_| get_in_background(server.addr(), "/sleep?ms=800"))
         .collect();
     thread::sleep(Duration::from_millis(300));
     let stats = server.get("/stats").json();
@@ -125,10 +108,10 @@ fn keep_alive_clients_hold_their_workers_until_the_idle_timeout() {
 #[test]
 fn sigterm_runs_the_queued_connections_then_exits() {
     let mut server = Server::start(BIN, &["--quiet", "--workers", "1"]);
-    let in_flight = get_in_background(&server, "/sleep?ms=500");
+    let in_flight = get_in_background(server.addr(), "/sleep?ms=500");
     thread::sleep(Duration::from_millis(100));
     let queued: Vec<_> = (0..2)
-        .map(|_| get_in_background(&server, "/sleep?ms=50"))
+        .map(|_| get_in_background(server.addr(), "/sleep?ms=50"))
         .collect();
     thread::sleep(Duration::from_millis(100));
     server.signal(Signal::SIGTERM);

@@ -1,7 +1,7 @@
 //! Many requests at once, for the tests that prove concurrency by timing ratios.
 
 use std::net::SocketAddr;
-use std::sync::{Arc, Barrier};
+use std::sync::{Arc, Barrier, mpsc};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -67,4 +67,20 @@ pub fn concurrent_gets(addr: SocketAddr, path: &str, n: usize) -> Burst {
         wall: started.elapsed(),
         responses,
     }
+}
+
+/// Connects and sends one `GET path` now, so that connections arrive in the order of the
+/// calls; the response (or the error) is read on a thread of its own and arrives on the
+/// returned channel.
+pub fn get_in_background(
+    addr: SocketAddr,
+    path: &str,
+) -> mpsc::Receiver<std::io::Result<Response>> {
+    let mut client = Client::connect(addr);
+    client.send(format!("GET {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n").as_bytes());
+    let (sender, receiver) = mpsc::channel();
+    thread::spawn(move || {
+        let _ = sender.send(client.try_read_response(false));
+    });
+    receiver
 }
