@@ -1,5 +1,6 @@
 //! One cost at a time: what it takes to start a process, start a thread, and hand work from
-//! one thread to another, the operations the models of steps 01 to 04 repeat per connection.
+//! one thread to another, the operations the models of steps 01 to 04 repeat per connection,
+//! in the primitives and in step 03's queue and step 04's pool.
 
 use std::hint::black_box;
 use std::sync::mpsc;
@@ -9,6 +10,8 @@ use std::thread;
 use criterion::{Criterion, criterion_group, criterion_main};
 use nix::sys::wait::waitpid;
 use nix::unistd::{ForkResult, fork};
+use step03_queue_autoscale::{Popped, Queue, Role, ScalingPolicy};
+use step04_threadpool::ThreadPool;
 
 /// Step 01's price per connection: a new process, its exit, and reaping it.
 fn process(c: &mut Criterion) {
@@ -102,11 +105,61 @@ fn condvar_wake_up(c: &mut Criterion) {
     let _ = partner.join();
 }
 
+/// Step 03's handoff: the acceptor pushes, a waiting worker pops. Measured there and back
+/// (a second queue carries the item home), with scaling off so that only the handoff counts.
+fn queue_handoff(c: &mut Criterion) {
+    let fixed = ScalingPolicy {
+        min_workers: 1,
+        max_workers: 1,
+        ..ScalingPolicy::default()
+    };
+    let (Ok(to_worker), Ok(to_caller)) = (Queue::new(fixed.clone()), Queue::new(fixed)) else {
+        return;
+    };
+    let (to_worker, to_caller) = (Arc::new(to_worker), Arc::new(to_caller));
+    let worker = {
+        let (to_worker, to_caller) = (Arc::clone(&to_worker), Arc::clone(&to_caller));
+        thread::spawn(move || {
+            while let Popped::Item(item) = to_worker.pop_blocking(Role::Permanent) {
+                if to_caller.push_blocking(item).is_err() {
+                    break;
+                }
+            }
+        })
+    };
+    c.bench_function("queue: push + pop handoff, there and back", |b| {
+        b.iter(|| {
+            let _ = to_worker.push_blocking(black_box(1u64));
+            matches!(to_caller.pop_blocking(Role::Permanent), Popped::Item(_))
+        });
+    });
+    to_worker.close();
+    to_caller.close();
+    let _ = worker.join();
+}
+
+/// Step 04's dispatch: an empty job handed to the pool, and word back that it ran.
+fn pool_round_trip(c: &mut Criterion) {
+    let Ok(pool) = ThreadPool::new(1) else { return };
+    let (done, finished) = mpsc::channel::<()>();
+    c.bench_function("pool: execute an empty job and hear back", |b| {
+        b.iter(|| {
+            let done = done.clone();
+            pool.execute(move || {
+                let _ = done.send(());
+            });
+            finished.recv().is_ok()
+        });
+    });
+}
+
 criterion_group!(
     benches,
     process,
     thread_start,
     channel_round_trip,
-    condvar_wake_up
+    condvar_wake_up,
+    queue_handoff,
+    pool_round_trip
 );
 criterion_main!(benches);

@@ -1,7 +1,8 @@
 //! Benchmarks of what each concurrency model pays, run with `cargo bench -p benches`.
 //!
 //! - `benches/primitives.rs`: one cost at a time: a process (`fork` + `_exit` + `waitpid`), a
-//!   thread (spawn + join), an mpsc round trip, a Mutex + Condvar wake-up.
+//!   thread (spawn + join), an mpsc round trip, a Mutex + Condvar wake-up, step 03's queue
+//!   handing a connection to a worker, step 04's pool running a job.
 //! - `benches/http.rs`: `common`'s request parsing and response rendering.
 //! - `benches/end_to_end.rs`: one request and its answer over loopback to each step's release
 //!   binary, on a kept-alive connection and on a new connection per request.
@@ -18,6 +19,8 @@ pub const STEPS: &[(&str, &[&str])] = &[
     ("step01-fork", &["--iterative"]),
     ("step01-fork", &[]),
     ("step02-threads", &[]),
+    ("step03-queue-autoscale", &[]),
+    ("step04-threadpool", &[]),
 ];
 
 /// The workspace's root directory.
