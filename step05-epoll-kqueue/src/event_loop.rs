@@ -16,7 +16,7 @@
 
 use std::io::{self, ErrorKind};
 use std::mem;
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{TcpListener, TcpStream};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -228,7 +228,7 @@ impl<'s> EventLoop<'s> {
                 return;
             };
             match listener.accept() {
-                Ok((stream, peer)) => self.open(stream, peer),
+                Ok((stream, _)) => self.open(stream),
                 // All accepted: the next connection will be reported.
                 Err(error) if error.kind() == ErrorKind::WouldBlock => self.accept_ready = false,
                 // A client that gave up before we accepted it; the others are still there.
@@ -249,7 +249,7 @@ impl<'s> EventLoop<'s> {
         }
     }
 
-    fn open(&mut self, stream: TcpStream, peer: SocketAddr) {
+    fn open(&mut self, stream: TcpStream) {
         // Linux does not pass the listener's O_NONBLOCK on to accepted sockets (BSD and macOS
         // do). Every socket of the loop must be non-blocking, or one read could stall everyone.
         if let Err(error) = stream.set_nonblocking(true) {
@@ -270,7 +270,7 @@ impl<'s> EventLoop<'s> {
             return;
         }
         self.serial += 1;
-        let connection = Connection::new(stream, peer, token, self.serial, &mut self.cx);
+        let connection = Connection::new(stream, token, self.serial, &mut self.cx);
         self.connections.insert(connection);
         self.stats.opened();
     }

@@ -2,6 +2,7 @@
 //! return `None` and the tests that need them say they skip).
 
 use std::fs;
+use std::time::Duration;
 
 /// One process: its pid and its state letter (`R`, `S`, `Z` for a zombie, ...).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -48,6 +49,26 @@ pub fn thread_count(pid: u32) -> Option<usize> {
         .lines()
         .find_map(|line| line.strip_prefix("Threads:"))
         .and_then(|count| count.trim().parse().ok())
+}
+
+/// The resident memory of process `pid`, in KiB (`VmRSS`).
+pub fn rss_kib(pid: u32) -> Option<u64> {
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
+}
+
+/// The CPU time process `pid` has used so far, user and system together.
+pub fn cpu_time(pid: u32) -> Option<Duration> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // After `pid (comm) `: state is field 3, utime and stime are fields 14 and 15.
+    let (_, rest) = stat.rsplit_once(')')?;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    // In USER_HZ ticks, which the kernel keeps at 100 per second for user space.
+    Some(Duration::from_millis(ticks * 10))
 }
 
 /// Whether process `pid` exists (zombies count).
