@@ -7,6 +7,7 @@ use std::io::{ErrorKind, Write};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use nix::libc::rlim_t;
 use nix::sys::resource::{Resource, getrlimit, setrlimit};
 use nix::sys::signal::Signal;
 use testkit::load::concurrent_gets;
@@ -15,7 +16,7 @@ use testkit::{Client, Server, procfs, tools};
 const BIN: &str = env!("CARGO_BIN_EXE_step05-epoll-kqueue");
 
 /// Makes sure this test process may hold `wanted` descriptors (its clients' sockets).
-fn allow_open_files(wanted: u64) {
+fn allow_open_files(wanted: rlim_t) {
     let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) else {
         return;
     };
