@@ -12,7 +12,6 @@ use crate::buffers::write_some;
 /// `common::connection` does).
 const LINGER: Duration = Duration::from_secs(2);
 
-/// What a write attempt achieved.
 /// Answer bytes a slow reader has not taken yet.
 pub(super) struct Unsent {
     bytes: Vec<u8>,
@@ -22,6 +21,7 @@ pub(super) struct Unsent {
     pub(super) deadline: Instant,
 }
 
+/// What a write attempt achieved.
 pub(super) enum Flushed {
     All,
     Blocked,
@@ -110,6 +110,7 @@ impl Connection {
                 self.readable = false;
                 true
             }
+            // A reset: nothing left to linger for. Interrupted: we do not know, so linger.
             Err(error) => error.kind() != ErrorKind::Interrupted,
         }
     }
