@@ -61,6 +61,9 @@ pub struct EventLoop<'s> {
     accept_ready: bool,
     /// After an `EMFILE`, no accepting before this (see [`ACCEPT_PAUSE`]).
     accept_paused_until: Option<Instant>,
+    /// The last `accept` failed and said so: one log line per stretch of failures, not one
+    /// per pause.
+    accept_failing: bool,
     /// Connections that used up their turn with work left, driven again next iteration, so that
     /// one busy client cannot keep the loop to itself.
     resume: Vec<Token>,
@@ -111,6 +114,7 @@ impl<'s> EventLoop<'s> {
             listener: None,
             accept_ready: false,
             accept_paused_until: None,
+            accept_failing: false,
             resume: Vec::new(),
             grace_deadline: None,
             serial: 0,
@@ -228,7 +232,10 @@ impl<'s> EventLoop<'s> {
                 return;
             };
             match listener.accept() {
-                Ok((stream, _)) => self.open(stream),
+                Ok((stream, _)) => {
+                    self.accept_failing = false;
+                    self.open(stream);
+                }
                 // All accepted: the next connection will be reported.
                 Err(error) if error.kind() == ErrorKind::WouldBlock => self.accept_ready = false,
                 // A client that gave up before we accepted it; the others are still there.
@@ -239,10 +246,13 @@ impl<'s> EventLoop<'s> {
                     ) => {}
                 // EMFILE, ENFILE, ENOBUFS, ENOMEM (or anything unexpected): pause, never spin.
                 Err(error) => {
-                    log::error(format_args!(
-                        "accept failed: {error}; accepting again in {} ms",
-                        ACCEPT_PAUSE.as_millis()
-                    ));
+                    if !self.accept_failing {
+                        log::error(format_args!(
+                            "accept failed: {error}; retrying every {} ms",
+                            ACCEPT_PAUSE.as_millis()
+                        ));
+                    }
+                    self.accept_failing = true;
                     self.accept_paused_until = Some(self.cx.now + ACCEPT_PAUSE);
                 }
             }
