@@ -41,8 +41,8 @@ const WAKE: Token = Token(usize::MAX - 2);
 /// How long accepting pauses when `accept` fails for want of descriptors or memory.
 ///
 /// `EMFILE` leaves the connection in the backlog and the listener readable. Retrying at once
-/// fails the same way; with level-triggered readiness the loop would spin at 100 % CPU, and with
-/// ours it would spin whenever it is woken. Like nginx, which disables its accept events for a
+/// fails the same way: with level-triggered readiness the loop would spin at 100 % CPU, and with
+/// ours it would fail again in vain at every wake-up. Like nginx, which disables its accept events for a
 /// moment, we stop accepting for a short while: the waiting clients stay in the backlog, and
 /// connections that close meanwhile give descriptors back. (libev and Node keep a spare
 /// descriptor instead, to accept and close the connection at once: see the exercises.)
@@ -50,9 +50,13 @@ const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
 
 /// One thread serving every connection of a listening socket.
 pub struct EventLoop<'s> {
+    /// Tells us which sockets (and pipes) are ready.
     poller: Poller,
+    /// Every open connection, by token: an event's token is the connection's slot.
     connections: Slab<Connection>,
+    /// What connections share (the site, the timers, the buffers), lent to the one being driven.
     cx: Context<'s>,
+    /// The figures `/stats` shows; the caller holds the other reference.
     stats: Arc<LoopStats>,
     /// The listening socket; `None` once shutting down.
     listener: Option<TcpListener>,

@@ -20,9 +20,9 @@
 //! "writable" itself and keeps reading or writing until the call fails with `EWOULDBLOCK`; only
 //! that clears the flag. Stop early, and no new event will come to remind you.
 //!
-//! The platform code is fenced in [`epoll`](self) and [`kqueue`](self) behind the small
-//! `Backend` trait; the rest of the step only sees [`Poller`], [`Token`], [`Interest`] and
-//! [`Event`].
+//! The platform code is fenced in `epoll.rs` (Linux) and `kqueue.rs` (macOS, the BSDs) behind
+//! the small `Backend` trait; the rest of the step only sees [`Poller`], [`Token`],
+//! [`Interest`] and [`Event`].
 
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd};
