@@ -1,0 +1,349 @@
+//! The loop: wait for readiness, hand each event to its connection, fire the timers that are
+//! due, accept new connections, and again, until a shutdown is complete.
+//!
+//! ```text
+//! loop {
+//!     wait for events, at most until the nearest timer      (Poller::wait)
+//!     listener ready   -> accept until EWOULDBLOCK           (accept_connections)
+//!     connection ready -> drive its state machine           (Connection::on_ready)
+//!     timers due       -> drive their connections           (Connection::on_timer)
+//!     shutdown pipe    -> stop accepting, close the idle ones, let the rest finish
+//! }
+//! ```
+//!
+//! One thread does all of it, so nothing here is locked or shared: the price is that nothing
+//! here may block either.
+
+use std::io::{self, ErrorKind};
+use std::mem;
+use std::net::{TcpListener, TcpStream};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::{Response, Signals, Site, log};
+
+use crate::blocking::{BlockingRunner, Ticket};
+use crate::buffers::InputBuffer;
+use crate::config::LoopConfig;
+use crate::connection::{Connection, Context, Next};
+use crate::poller::{EVENTS_PER_WAIT, Event, Interest, Poller, Token};
+use crate::slab::Slab;
+use crate::stats::LoopStats;
+use crate::timers::Timers;
+
+/// The listening socket's token. Connections use their slot numbers, which never get this high.
+const LISTENER: Token = Token(usize::MAX);
+/// The shutdown pipe of [`Signals`].
+const SHUTDOWN: Token = Token(usize::MAX - 1);
+/// The [`BlockingRunner`]'s wake-up descriptor.
+const WAKE: Token = Token(usize::MAX - 2);
+
+/// How long accepting pauses when `accept` fails for want of descriptors or memory.
+///
+/// `EMFILE` leaves the connection in the backlog and the listener readable. Retrying at once
+/// fails the same way: with level-triggered readiness the loop would spin at 100 % CPU, and with
+/// ours it would fail again in vain at every wake-up. Like nginx, which disables its accept events for a
+/// moment, we stop accepting for a short while: the waiting clients stay in the backlog, and
+/// connections that close meanwhile give descriptors back. (libev and Node keep a spare
+/// descriptor instead, to accept and close the connection at once: see the exercises.)
+const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
+
+/// One thread serving every connection of a listening socket.
+pub struct EventLoop<'s> {
+    /// Tells us which sockets (and pipes) are ready.
+    poller: Poller,
+    /// Every open connection, by token: an event's token is the connection's slot.
+    connections: Slab<Connection>,
+    /// What connections share (the site, the timers, the buffers), lent to the one being driven.
+    cx: Context<'s>,
+    /// The figures `/stats` shows; the caller holds the other reference.
+    stats: Arc<LoopStats>,
+    /// The listening socket; `None` once shutting down.
+    listener: Option<TcpListener>,
+    /// The listener has reported connections we have not all accepted yet. Edge-triggered, so
+    /// remembered, as a connection's readiness is.
+    accept_ready: bool,
+    /// After an `EMFILE`, no accepting before this (see [`ACCEPT_PAUSE`]).
+    accept_paused_until: Option<Instant>,
+    /// The last `accept` failed and said so: one log line per stretch of failures, not one
+    /// per pause.
+    accept_failing: bool,
+    /// Connections that used up their turn with work left, driven again next iteration, so that
+    /// one busy client cannot keep the loop to itself.
+    resume: Vec<Token>,
+    /// Set when a shutdown begins: requests in flight must be done by then.
+    grace_deadline: Option<Instant>,
+    /// The serial number of the last connection accepted.
+    serial: u64,
+    /// Answers of finished blocking work, collected from the runner.
+    finished: Vec<(Ticket, Response)>,
+}
+
+impl<'s> EventLoop<'s> {
+    /// A loop serving `site`. The shutdown pipe of `signals` ends it gracefully; `stats` gets
+    /// its live figures (the caller shows them, typically through `site`'s `/stats`); `runner`
+    /// runs blocking work (see [`crate::blocking`]).
+    ///
+    /// # Errors
+    ///
+    /// When the poller cannot be created or cannot watch the shutdown pipe or the runner.
+    pub fn new(
+        site: &'s Site,
+        config: LoopConfig,
+        signals: Signals,
+        stats: Arc<LoopStats>,
+        runner: Box<dyn BlockingRunner + 's>,
+    ) -> io::Result<EventLoop<'s>> {
+        let poller = Poller::new()?;
+        poller.register(&signals.shutdown_fd(), SHUTDOWN, Interest::READABLE)?;
+        if let Some(wake) = runner.wake_fd() {
+            poller.register(&wake, WAKE, Interest::READABLE)?;
+        }
+        let cx = Context {
+            site,
+            config,
+            timers: Timers::new(),
+            runner,
+            now: Instant::now(),
+            shutting_down: false,
+            input: InputBuffer::new(),
+            output: Vec::new(),
+            reads_left: 0,
+        };
+        Ok(EventLoop {
+            poller,
+            connections: Slab::new(),
+            cx,
+            stats,
+            listener: None,
+            accept_ready: false,
+            accept_paused_until: None,
+            accept_failing: false,
+            resume: Vec::new(),
+            grace_deadline: None,
+            serial: 0,
+            finished: Vec::new(),
+        })
+    }
+
+    /// Serves the connections of `listener` until a shutdown is requested and the requests in
+    /// flight are done (or the grace period is over). The listener is made non-blocking.
+    ///
+    /// # Errors
+    ///
+    /// When the listener cannot be watched, or waiting for events fails; the loop cannot go on
+    /// then. Errors on one connection only close that connection.
+    pub fn run(mut self, listener: TcpListener) -> io::Result<()> {
+        listener.set_nonblocking(true)?;
+        let interest = if self.cx.config.exclusive_accept {
+            Interest::READABLE.exclusive()
+        } else {
+            Interest::READABLE
+        };
+        self.poller.register(&listener, LISTENER, interest)?;
+        self.listener = Some(listener);
+
+        let mut events = Vec::with_capacity(EVENTS_PER_WAIT);
+        loop {
+            let timeout = self.wait_timeout();
+            self.poller.wait(&mut events, timeout)?;
+            self.cx.now = Instant::now();
+            self.stats.iteration(self.cx.timers.len());
+            for event in &events {
+                self.dispatch(*event);
+            }
+            for token in mem::take(&mut self.resume) {
+                self.drive(token, |connection, cx| {
+                    connection.on_ready(false, false, cx)
+                });
+            }
+            while let Some(token) = self.cx.timers.pop_due(self.cx.now) {
+                self.drive(token, Connection::on_timer);
+            }
+            // Slots may have freed up, or an accept pause may be over.
+            self.accept_connections();
+            if self.shutdown_complete() {
+                return Ok(());
+            }
+        }
+    }
+
+    /// How long the next wait may last: until the nearest deadline, or not at all if some
+    /// connection has work left.
+    fn wait_timeout(&self) -> Option<Duration> {
+        if !self.resume.is_empty() {
+            return Some(Duration::ZERO);
+        }
+        let nearest = [
+            self.cx.timers.next_due(),
+            self.accept_paused_until,
+            self.grace_deadline,
+        ]
+        .into_iter()
+        .flatten()
+        .min()?;
+        Some(nearest.saturating_duration_since(Instant::now()))
+    }
+
+    fn dispatch(&mut self, event: Event) {
+        match event.token {
+            LISTENER => {
+                self.accept_ready = true;
+                self.accept_connections();
+            }
+            SHUTDOWN => self.begin_shutdown(),
+            WAKE => self.deliver_finished_work(),
+            token => self.drive(token, |connection, cx| {
+                connection.on_ready(event.readable, event.writable, cx)
+            }),
+        }
+    }
+
+    /// Lets the connection in slot `token` act, then does what it asks.
+    fn drive(&mut self, token: Token, act: impl FnOnce(&mut Connection, &mut Context<'s>) -> Next) {
+        // A closed connection may still have an event in this batch: nothing to do. If its slot
+        // was reused meanwhile, the new connection gets a spurious event, and its read or write
+        // simply ends in EWOULDBLOCK.
+        let Some(connection) = self.connections.get_mut(token.0) else {
+            return;
+        };
+        match act(connection, &mut self.cx) {
+            Next::Wait => {}
+            Next::Resume => self.resume.push(token),
+            Next::Close => self.close(token),
+        }
+    }
+
+    fn close(&mut self, token: Token) {
+        // Dropping the connection closes its socket, which also takes it out of the poller: it
+        // is the only descriptor of that socket.
+        if self.connections.remove(token.0).is_some() {
+            self.cx.timers.cancel(token);
+            self.stats.closed();
+        }
+    }
+
+    /// Accepts until `EWOULDBLOCK`, the connection limit, or a shortage of descriptors.
+    fn accept_connections(&mut self) {
+        while self.accept_ready && self.connections.len() < self.cx.config.max_connections {
+            if let Some(until) = self.accept_paused_until {
+                if self.cx.now < until {
+                    return;
+                }
+                self.accept_paused_until = None;
+            }
+            let Some(listener) = &self.listener else {
+                return;
+            };
+            match listener.accept() {
+                Ok((stream, _)) => {
+                    self.accept_failing = false;
+                    self.open(stream);
+                }
+                // All accepted: the next connection will be reported.
+                Err(error) if error.kind() == ErrorKind::WouldBlock => self.accept_ready = false,
+                // A client that gave up before we accepted it; the others are still there.
+                Err(error)
+                    if matches!(
+                        error.kind(),
+                        ErrorKind::Interrupted | ErrorKind::ConnectionAborted
+                    ) => {}
+                // EMFILE, ENFILE, ENOBUFS, ENOMEM (or anything unexpected): pause, never spin.
+                Err(error) => {
+                    if !self.accept_failing {
+                        log::error(format_args!(
+                            "accept failed: {error}; retrying every {} ms",
+                            ACCEPT_PAUSE.as_millis()
+                        ));
+                    }
+                    self.accept_failing = true;
+                    self.accept_paused_until = Some(self.cx.now + ACCEPT_PAUSE);
+                }
+            }
+        }
+    }
+
+    fn open(&mut self, stream: TcpStream) {
+        // Linux does not pass the listener's O_NONBLOCK on to accepted sockets (BSD and macOS
+        // do). Every socket of the loop must be non-blocking, or one read could stall everyone.
+        if let Err(error) = stream.set_nonblocking(true) {
+            log::error(format_args!(
+                "cannot make a connection non-blocking: {error}"
+            ));
+            return;
+        }
+        // An answer goes out with one write; Nagle's algorithm would hold back a small one
+        // until the client acknowledged the previous one.
+        let _ = stream.set_nodelay(true);
+        let token = Token(self.connections.vacant_key());
+        if let Err(error) = self
+            .poller
+            .register(&stream, token, Interest::READABLE_WRITABLE)
+        {
+            log::error(format_args!("cannot watch a connection: {error}"));
+            return;
+        }
+        self.serial += 1;
+        let connection = Connection::new(stream, token, self.serial, &mut self.cx);
+        self.connections.insert(connection);
+        self.stats.opened();
+    }
+
+    /// `SIGINT`/`SIGTERM`: stop accepting, close the connections between requests, and let the
+    /// requests in flight finish (they are answered with `Connection: close`).
+    fn begin_shutdown(&mut self) {
+        if self.cx.shutting_down {
+            return;
+        }
+        self.cx.shutting_down = true;
+        self.grace_deadline = Some(self.cx.now + self.cx.config.grace);
+        if let Some(listener) = self.listener.take() {
+            // Deregister before closing: a listener shared with other processes (step06) stays
+            // open in them, and the kernel would go on reporting it here (to a loop that no
+            // longer accepts, taking the wake-up from a worker that would).
+            let _ = self.poller.deregister(&listener);
+        }
+        let tokens: Vec<usize> = self.connections.keys().collect();
+        for token in tokens {
+            self.drive(Token(token), |connection, cx| {
+                connection.on_ready(false, false, cx)
+            });
+        }
+    }
+
+    fn shutdown_complete(&self) -> bool {
+        let Some(deadline) = self.grace_deadline else {
+            return false;
+        };
+        if self.connections.is_empty() {
+            return true;
+        }
+        if self.cx.now >= deadline {
+            log::error(format_args!(
+                "{} connections still busy after the grace period",
+                self.connections.len()
+            ));
+            return true;
+        }
+        false
+    }
+
+    /// The runner says blocking work is done: give each answer to its connection, if it is
+    /// still the same connection.
+    fn deliver_finished_work(&mut self) {
+        let mut finished = mem::take(&mut self.finished);
+        self.cx.runner.finished(&mut finished);
+        for (ticket, response) in finished.drain(..) {
+            let same = self
+                .connections
+                .get_mut(ticket.token.0)
+                .is_some_and(|connection| connection.serial() == ticket.serial);
+            if same {
+                self.drive(ticket.token, |connection, cx| {
+                    connection.on_work_done(response, cx)
+                });
+            }
+        }
+        self.finished = finished;
+    }
+}
