@@ -3,15 +3,19 @@
 //! in the primitives and in step 03's queue and step 04's pool.
 
 use std::hint::black_box;
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
 use std::sync::mpsc;
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread;
+use std::time::Duration;
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use nix::sys::wait::waitpid;
 use nix::unistd::{ForkResult, fork};
 use step03_queue_autoscale::{Popped, Queue, Role, ScalingPolicy};
 use step04_threadpool::ThreadPool;
+use step05_epoll_kqueue::{Interest, Poller, Token};
 
 /// Step 01's price per connection: a new process, its exit, and reaping it.
 fn process(c: &mut Criterion) {
@@ -153,6 +157,35 @@ fn pool_round_trip(c: &mut Criterion) {
     });
 }
 
+/// Step 05's wait: a byte arrives on one registered socket, the poller reports it, the loop
+/// reads it. The poller is edge-triggered, so each round makes a new edge (the write) and
+/// consumes it (the read): write + wait + read, the smallest unit of an event loop's work.
+fn poller_wake_up(c: &mut Criterion) {
+    let (Ok((mut writer, mut reader)), Ok(mut poller)) = (UnixStream::pair(), Poller::new()) else {
+        return;
+    };
+    if reader.set_nonblocking(true).is_err()
+        || poller
+            .register(&reader, Token(1), Interest::READABLE)
+            .is_err()
+    {
+        return;
+    }
+    let mut events = Vec::new();
+    let mut byte = [0u8; 1];
+    c.bench_function(
+        "poller: one socket becomes ready (write + wait + read)",
+        |b| {
+            b.iter(|| {
+                let _ = writer.write_all(b"x");
+                let _ = poller.wait(&mut events, Some(Duration::from_secs(1)));
+                let _ = reader.read(&mut byte);
+                events.len()
+            });
+        },
+    );
+}
+
 criterion_group!(
     benches,
     process,
@@ -160,6 +193,7 @@ criterion_group!(
     channel_round_trip,
     condvar_wake_up,
     queue_handoff,
-    pool_round_trip
+    pool_round_trip,
+    poller_wake_up
 );
 criterion_main!(benches);

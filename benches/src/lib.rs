@@ -2,7 +2,8 @@
 //!
 //! - `benches/primitives.rs`: one cost at a time: a process (`fork` + `_exit` + `waitpid`), a
 //!   thread (spawn + join), an mpsc round trip, a Mutex + Condvar wake-up, step 03's queue
-//!   handing a connection to a worker, step 04's pool running a job.
+//!   handing a connection to a worker, step 04's pool running a job, and step 05's poller
+//!   waking up for a ready socket.
 //! - `benches/http.rs`: `common`'s request parsing and response rendering.
 //! - `benches/end_to_end.rs`: one request and its answer over loopback to each step's release
 //!   binary, on a kept-alive connection and on a new connection per request.
@@ -21,6 +22,7 @@ pub const STEPS: &[(&str, &[&str])] = &[
     ("step02-threads", &[]),
     ("step03-queue-autoscale", &[]),
     ("step04-threadpool", &[]),
+    ("step05-epoll-kqueue", &[]),
 ];
 
 /// The workspace's root directory.
