@@ -77,6 +77,18 @@ def render(results):
         "Criterion's full reports, with distributions, are in `target/criterion/report/index.html`.",
         "",
     ]
+    pingpong = next((value for name, value in results.items() if name.startswith("condvar:")), None)
+    if pingpong is not None:
+        lines += [
+            f"**How to read it.** Waking a sleeping thread costs about {human(pingpong / 2)} here (the",
+            "condvar row is two wake-ups), several times a typical bare-metal figure: on a virtual",
+            "machine a CPU with nothing to do is parked, and unparking it is slow. Every row that hands",
+            "work to another thread, and every end-to-end row (the server must wake for the request, the",
+            "client for the answer), is mostly that cost. One request at a time hides the models'",
+            "differences; with a hundred clients at once, in [the comparison](comparison.md), the",
+            "wake-ups overlap and the models separate.",
+            "",
+        ]
     used = set()
     for title, prefixes in SECTIONS:
         rows = [(name, value) for name, value in results.items() if name.startswith(prefixes)]
