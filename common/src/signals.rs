@@ -12,8 +12,12 @@
 //! - **wake** (whatever else a step asks for: `SIGCHLD`, `SIGHUP`): each signal sets a bit
 //!   and writes a byte; the one loop that owns it drains the pipe with [`Signals::take`].
 //!
-//! `SIGPIPE` needs nothing here: Rust programs start with it ignored, so writing to a closed
-//! socket returns `EPIPE` instead of killing the process, and forked children inherit that.
+//! `SIGPIPE` needs nothing here, twice over. Writing to a connection the client has closed
+//! fails with `EPIPE`, and by default also raises `SIGPIPE`, which kills the process: the
+//! classic death of a C server whose client hung up. Rust programs start with `SIGPIPE`
+//! ignored (forked children inherit that), and std's `TcpStream` sends with `MSG_NOSIGNAL` on
+//! Linux (`SO_NOSIGPIPE` on macOS), so the write just returns the error and the connection
+//! ends. `testkit::contract::client_resets_do_not_hurt_others` makes every step meet `EPIPE`.
 
 use std::io;
 use std::os::fd::{BorrowedFd, IntoRawFd, RawFd};

@@ -178,6 +178,18 @@ impl Client {
         }
     }
 
+    /// Ends the connection abortively: `SO_LINGER` with a zero timeout makes `close` send a
+    /// reset instead of a FIN, and discard anything unsent, as a crashed client or a
+    /// middlebox would.
+    pub fn reset(self) {
+        let linger = nix::libc::linger {
+            l_onoff: 1,
+            l_linger: 0,
+        };
+        let _ =
+            nix::sys::socket::setsockopt(&self.stream, nix::sys::socket::sockopt::Linger, &linger);
+    }
+
     /// Whether the server closes the connection (end of file or reset) within `within`,
     /// sending nothing more.
     ///

@@ -464,3 +464,83 @@ pub fn sigterm_when_idle_exits_0(bin: &str, args: &[&str]) {
 pub fn bad_input_corpus(bin: &str, args: &[&str]) {
     crate::corpus::run_all(bin, args);
 }
+
+/// Clients that vanish in the middle of things: a reset (as a crashed client or a middlebox
+/// sends) in the middle of a request, while its answer is delayed, in the middle of a stream
+/// of answers; and a plain close while answers are still being written, after which the
+/// server's next writes fail with `EPIPE`, the error that raises `SIGPIPE` and kills a process
+/// that has not ignored it. Each must end that connection only: no death, no panic, everyone
+/// else still served.
+pub fn client_resets_do_not_hurt_others(bin: &str, args: &[&str]) {
+    let server = start(bin, args);
+    let pipelined = "GET / HTTP/1.1\r\nHost: t\r\n\r\n".repeat(200);
+    for _ in 0..3 {
+        let mut mid_request = Client::connect(server.addr());
+        mid_request.send(b"GET / HTTP/1.1\r\nHo");
+        mid_request.reset();
+
+        let mut while_delayed = Client::connect(server.addr());
+        while_delayed.send(b"GET /sleep?ms=100 HTTP/1.1\r\nHost: t\r\n\r\n");
+        while_delayed.reset();
+
+        let mut mid_response = Client::connect(server.addr());
+        mid_response.send(pipelined.as_bytes());
+        assert_eq!(mid_response.read_response().status, 200);
+        mid_response.reset();
+
+        // A plain close before any answer: the first answer (after 100 ms) draws a reset from
+        // the client's kernel, the second is written to a connection that is gone: EPIPE.
+        let mut closes_early = Client::connect(server.addr());
+        closes_early.send(
+            b"GET /sleep?ms=100 HTTP/1.1\r\nHost: t\r\n\r\n\
+              GET / HTTP/1.1\r\nHost: t\r\n\r\nGET / HTTP/1.1\r\nHost: t\r\n\r\n",
+        );
+        drop(closes_early);
+    }
+    // Give the server time to meet the resets (the delayed answers are written after 100 ms).
+    std::thread::sleep(Duration::from_millis(400));
+    for _ in 0..3 {
+        assert_eq!(server.get("/").status, 200);
+    }
+    server.assert_no_panic();
+}
+
+/// A client that asks for a lot and never reads the answers (17 MB of pipelined answers, far
+/// more than the socket buffers hold) costs the server at most the send timeout (the header
+/// timeout, here 1 s): other clients are served meanwhile or soon after, and the stuck
+/// connection is dropped before all its answers were sent.
+pub fn a_client_that_never_reads_is_dropped(bin: &str, args: &[&str]) {
+    const REQUESTS: usize = 20_000;
+    let server = start_with(bin, args, &["--header-timeout-ms", "1000"]);
+    let mut stuck = Client::connect(server.addr());
+    let Ok(mut stream) = stuck.stream().try_clone() else {
+        panic!("cannot clone the client's socket");
+    };
+    // The writes block once the server stops reading (it does while its answers cannot go
+    // out), so they go on a thread of their own.
+    std::thread::spawn(move || {
+        let requests = "GET /script.js HTTP/1.1\r\nHost: t\r\n\r\n".repeat(REQUESTS);
+        let _ = std::io::Write::write_all(&mut stream, requests.as_bytes());
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    let started = Instant::now();
+    assert_eq!(server.get("/").status, 200);
+    let waited = started.elapsed();
+    assert!(
+        waited < Duration::from_secs(6),
+        "a normal client waited {waited:?}"
+    );
+
+    // Long past the send timeout, read what the stuck connection holds: a server that dropped
+    // it ends the stream early; one that did not would deliver all the answers and wait.
+    std::thread::sleep(Duration::from_secs(3));
+    let mut answers = 0;
+    while stuck.try_read_response(false).is_ok() {
+        answers += 1;
+    }
+    assert!(
+        answers < REQUESTS,
+        "all {answers} answers arrived: the client was never dropped"
+    );
+    server.assert_no_panic();
+}

@@ -61,7 +61,9 @@ macro_rules! contract_suite {
             bad_options_fail_with_one_line,
             port_in_use_fails_with_one_line,
             sigterm_when_idle_exits_0,
-            bad_input_corpus
+            bad_input_corpus,
+            client_resets_do_not_hurt_others,
+            a_client_that_never_reads_is_dropped
         );
     };
     (@tests $bin:expr, $args:tt; $($name:ident),*) => {
