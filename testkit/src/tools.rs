@@ -38,3 +38,34 @@ pub fn has_procfs(test: &str) -> bool {
     }
     linux
 }
+
+/// Runs `python3 scripts/<script> <args> --json` from the workspace root and returns its JSON
+/// report and exit status; `None` (after printing why) when python3 is missing and
+/// `FTP_REQUIRE_TOOLS` is not set.
+///
+/// # Panics
+///
+/// When the script prints no JSON (its stderr is in the message), or python3 is missing under
+/// `FTP_REQUIRE_TOOLS`.
+pub fn python_report(script: &str, args: &[&str], test: &str) -> Option<(i32, serde_json::Value)> {
+    if !available("python3", test) {
+        return None;
+    }
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap_or_else(|| std::path::Path::new("."));
+    let output = Command::new("python3")
+        .arg(root.join("scripts").join(script))
+        .args(args)
+        .arg("--json")
+        .current_dir(root)
+        .output()
+        .unwrap_or_else(|error| panic!("cannot run python3: {error}"));
+    let report = serde_json::from_slice(&output.stdout).unwrap_or_else(|error| {
+        panic!(
+            "{script} printed no JSON ({error}); stderr:\n{}",
+            String::from_utf8_lossy(&output.stderr)
+        )
+    });
+    Some((output.status.code().unwrap_or(-1), report))
+}
