@@ -544,3 +544,68 @@ pub fn a_client_that_never_reads_is_dropped(bin: &str, args: &[&str]) {
     );
     server.assert_no_panic();
 }
+
+/// Connections opened and closed at full speed for two seconds (half of them making a
+/// request) leave nothing behind: once the storm is over, the server's process tree is back
+/// to the processes, threads and descriptors it had before, and its memory within 8 MiB of it
+/// (a leak of a few hundred bytes per connection would exceed that).
+pub fn a_connection_storm_leaks_nothing(bin: &str, args: &[&str]) {
+    if !crate::tools::has_procfs("a_connection_storm_leaks_nothing") {
+        return;
+    }
+    let server = start(bin, args);
+    for _ in 0..20 {
+        assert_eq!(server.get("/").status, 200);
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let usage = || crate::procfs::tree_usage(server.pid()).unwrap_or_else(|| panic!("no /proc"));
+    let before = usage();
+
+    let addr = server.addr();
+    let until = Instant::now() + Duration::from_secs(2);
+    let storms: Vec<_> = (0..4)
+        .map(|i| {
+            std::thread::spawn(move || {
+                let mut count = 0;
+                while Instant::now() < until {
+                    let Ok(mut client) = std::net::TcpStream::connect(addr) else {
+                        continue;
+                    };
+                    if i % 2 == 1 {
+                        let request = b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n";
+                        let _ = std::io::Write::write_all(&mut client, request);
+                        let _ = std::io::Read::read(&mut client, &mut [0u8; 4096]);
+                    }
+                    count += 1;
+                }
+                count
+            })
+        })
+        .collect();
+    let connections: usize = storms.into_iter().map(|s| s.join().unwrap_or(0)).sum();
+    assert!(
+        connections > 100,
+        "the storm made only {connections} connections"
+    );
+
+    let settled = |now: &crate::procfs::TreeUsage| {
+        now.processes <= before.processes && now.threads <= before.threads && now.fds <= before.fds
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut after = usage();
+    while !settled(&after) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+        after = usage();
+    }
+    assert!(
+        settled(&after),
+        "after {connections} connections: {after:?}, before: {before:?}"
+    );
+    assert!(
+        after.rss_kib <= before.rss_kib + 8 * 1024,
+        "memory grew from {} to {} KiB over {connections} connections",
+        before.rss_kib,
+        after.rss_kib
+    );
+    assert_eq!(server.get("/").status, 200);
+}

@@ -63,7 +63,8 @@ macro_rules! contract_suite {
             sigterm_when_idle_exits_0,
             bad_input_corpus,
             client_resets_do_not_hurt_others,
-            a_client_that_never_reads_is_dropped
+            a_client_that_never_reads_is_dropped,
+            a_connection_storm_leaks_nothing
         );
     };
     (@tests $bin:expr, $args:tt; $($name:ident),*) => {

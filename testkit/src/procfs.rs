@@ -81,3 +81,41 @@ pub fn cpu_time(pid: u32) -> Option<Duration> {
         (utime + stime) * 1_000_000 / ticks_per_second,
     ))
 }
+
+/// `root` and all its descendants.
+pub fn tree(root: u32) -> Vec<u32> {
+    let mut all = vec![root];
+    let mut next = 0;
+    while next < all.len() {
+        let children = children_of(all[next]).unwrap_or_default();
+        all.extend(children.iter().filter(|c| c.state != 'Z').map(|c| c.pid));
+        next += 1;
+    }
+    all
+}
+
+/// What a process tree holds: processes, threads, open descriptors and resident memory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TreeUsage {
+    pub processes: usize,
+    pub threads: usize,
+    pub fds: usize,
+    pub rss_kib: u64,
+}
+
+/// The usage of the tree under `root`, or `None` off Linux.
+pub fn tree_usage(root: u32) -> Option<TreeUsage> {
+    let pids = tree(root);
+    let mut usage = TreeUsage {
+        processes: pids.len(),
+        threads: 0,
+        fds: 0,
+        rss_kib: 0,
+    };
+    for pid in pids {
+        usage.threads += thread_count(pid)?;
+        usage.fds += fs::read_dir(format!("/proc/{pid}/fd")).ok()?.count();
+        usage.rss_kib += rss_kib(pid)?;
+    }
+    Some(usage)
+}
