@@ -27,11 +27,19 @@ def binary(crate):
     return os.path.join(target, "release", crate)
 
 
+def _limit_open_files(limit):
+    """In the child before exec: `ulimit -n limit`, soft and hard (so the server cannot raise it)."""
+    import resource
+
+    resource.setrlimit(resource.RLIMIT_NOFILE, (limit, limit))
+
+
 class StepServer:
     """A step's release binary running on a free loopback port, stopped by pid on exit."""
 
-    def __init__(self, crate, options=(), cpus=None, stdout=None):
-        command = [binary(crate), "--host", "127.0.0.1", "--port", "0", "--quiet", *options]
+    def __init__(self, crate, options=(), cpus=None, open_files=None, path=None):
+        """Starts `crate`'s release binary, or the binary at `path` (a test build, say)."""
+        command = [path or binary(crate), "--host", "127.0.0.1", "--port", "0", "--quiet", *options]
         if cpus is not None:
             command = ["taskset", "-c", cpus, *command]
         self.crate = crate
@@ -39,6 +47,7 @@ class StepServer:
             command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
             # Its own process group, so that stop() also reaches what it forked.
             start_new_session=True,
+            preexec_fn=(lambda: _limit_open_files(open_files)) if open_files else None,
         )
         line = self.process.stdout.readline().strip()
         if not line.startswith("listening on http://"):

@@ -609,3 +609,29 @@ pub fn a_connection_storm_leaks_nothing(bin: &str, args: &[&str]) {
     );
     assert_eq!(server.get("/").status, 200);
 }
+
+/// Out of descriptors (`ulimit -n 64`, 200 clients holding kept-alive connections): the server
+/// neither spins retrying `accept` (under a quarter of a core while stuck) nor stays stuck
+/// (once the crowd leaves, a normal request is served). `scripts/exhaustion.py` does the work.
+pub fn running_out_of_descriptors_neither_spins_nor_sticks(bin: &str, args: &[&str]) {
+    let mut all = vec![
+        "test",
+        "--binary",
+        bin,
+        "--open-files",
+        "64",
+        "--attempts",
+        "200",
+    ];
+    all.extend(["--hold", "1.5", "--"]);
+    all.extend(args);
+    let Some((status, report)) = crate::tools::python_report(
+        "exhaustion.py",
+        &all,
+        "running_out_of_descriptors_neither_spins_nor_sticks",
+    ) else {
+        return;
+    };
+    assert_eq!(status, 0, "{report}");
+    assert_eq!(report["passed"], true, "{report}");
+}

@@ -64,7 +64,8 @@ macro_rules! contract_suite {
             bad_input_corpus,
             client_resets_do_not_hurt_others,
             a_client_that_never_reads_is_dropped,
-            a_connection_storm_leaks_nothing
+            a_connection_storm_leaks_nothing,
+            running_out_of_descriptors_neither_spins_nor_sticks
         );
     };
     (@tests $bin:expr, $args:tt; $($name:ident),*) => {

@@ -39,7 +39,7 @@ pub fn has_procfs(test: &str) -> bool {
     linux
 }
 
-/// Runs `python3 scripts/<script> <args> --json` from the workspace root and returns its JSON
+/// Runs `python3 scripts/<script> --json <args>` from the workspace root and returns its JSON
 /// report and exit status; `None` (after printing why) when python3 is missing and
 /// `FTP_REQUIRE_TOOLS` is not set.
 ///
@@ -56,8 +56,10 @@ pub fn python_report(script: &str, args: &[&str], test: &str) -> Option<(i32, se
         .unwrap_or_else(|| std::path::Path::new("."));
     let output = Command::new("python3")
         .arg(root.join("scripts").join(script))
-        .args(args)
+        // First, so that it stays the script's option even when `args` end with `-- ...`
+        // options for the server.
         .arg("--json")
+        .args(args)
         .current_dir(root)
         .output()
         .unwrap_or_else(|error| panic!("cannot run python3: {error}"));
