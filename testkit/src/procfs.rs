@@ -103,19 +103,28 @@ pub struct TreeUsage {
     pub rss_kib: u64,
 }
 
-/// The usage of the tree under `root`, or `None` off Linux.
+/// The usage of the tree under `root`, or `None` off Linux (or when `root` is gone). A
+/// descendant that exits while we look counts as gone.
 pub fn tree_usage(root: u32) -> Option<TreeUsage> {
-    let pids = tree(root);
+    thread_count(root)?;
     let mut usage = TreeUsage {
-        processes: pids.len(),
+        processes: 0,
         threads: 0,
         fds: 0,
         rss_kib: 0,
     };
-    for pid in pids {
-        usage.threads += thread_count(pid)?;
-        usage.fds += fs::read_dir(format!("/proc/{pid}/fd")).ok()?.count();
-        usage.rss_kib += rss_kib(pid)?;
+    for pid in tree(root) {
+        let (Some(threads), Ok(fds), Some(rss)) = (
+            thread_count(pid),
+            fs::read_dir(format!("/proc/{pid}/fd")),
+            rss_kib(pid),
+        ) else {
+            continue;
+        };
+        usage.processes += 1;
+        usage.threads += threads;
+        usage.fds += fds.count();
+        usage.rss_kib += rss;
     }
     Some(usage)
 }
