@@ -1,17 +1,18 @@
 //! How soon the master restarts a worker that died.
 //!
-//! A worker that crashes after serving for a while is restarted at once: its clients need it,
-//! and one crash says little. A worker that dies right after it started will most likely die
-//! again (it cannot bind its socket, it cannot start its threads, it crashes on its first
-//! request): restarting it at once, again and again, would only burn the CPU on `fork` (a fork
-//! storm) and fill the log. So each quick death in a row doubles the wait before the next
-//! try, from 100 ms up to 10 s, and a worker that lives a second resets the count.
+//! A worker that dies is restarted at once: its clients need it, and one crash says little. But
+//! a worker that dies right after it started, twice in a row, will most likely die again (it
+//! cannot bind its socket, it cannot start its threads, it crashes on its first request), and
+//! restarting it at once, again and again, would only burn the CPU on `fork` (a fork storm) and
+//! fill the log. So from the second quick death in a row on, the master waits before the next
+//! try, 100 ms and then twice as long each time, up to 10 s; a worker that lives a second
+//! resets the count.
 
 use std::time::Duration;
 
 /// A worker that dies sooner than this after it started "died at start".
 pub const QUICK_DEATH: Duration = Duration::from_secs(1);
-/// The wait after the first quick death; it doubles with each one in a row.
+/// The wait after the second quick death in a row; it doubles with each one after.
 pub const FIRST_DELAY: Duration = Duration::from_millis(100);
 /// The longest wait between two tries.
 pub const MAX_DELAY: Duration = Duration::from_secs(10);
@@ -31,7 +32,10 @@ impl Backoff {
             return Duration::ZERO;
         }
         self.quick_deaths = self.quick_deaths.saturating_add(1);
-        let doublings = (self.quick_deaths - 1).min(16);
+        if self.quick_deaths == 1 {
+            return Duration::ZERO;
+        }
+        let doublings = (self.quick_deaths - 2).min(16);
         FIRST_DELAY.saturating_mul(1 << doublings).min(MAX_DELAY)
     }
 
@@ -46,8 +50,9 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_worker_that_served_a_while_is_restarted_at_once() {
+    fn one_death_is_restarted_at_once() {
         let mut backoff = Backoff::default();
+        assert_eq!(backoff.delay_after(Duration::ZERO), Duration::ZERO);
         assert_eq!(
             backoff.delay_after(Duration::from_secs(3600)),
             Duration::ZERO
@@ -58,12 +63,14 @@ mod tests {
     #[test]
     fn quick_deaths_in_a_row_double_the_wait_up_to_the_cap() {
         let mut backoff = Backoff::default();
-        let waits: Vec<u64> = (0..10)
+        let waits: Vec<u64> = (0..11)
             .map(|_| backoff.delay_after(Duration::from_millis(5)).as_millis() as u64)
             .collect();
         assert_eq!(
             waits,
-            [100, 200, 400, 800, 1600, 3200, 6400, 10_000, 10_000, 10_000]
+            [
+                0, 100, 200, 400, 800, 1600, 3200, 6400, 10_000, 10_000, 10_000
+            ]
         );
         for _ in 0..100 {
             assert_eq!(backoff.delay_after(Duration::ZERO), MAX_DELAY);
@@ -77,10 +84,11 @@ mod tests {
         backoff.delay_after(Duration::ZERO);
         assert_eq!(backoff.quick_deaths(), 2);
         assert_eq!(backoff.delay_after(Duration::from_secs(5)), Duration::ZERO);
+        assert_eq!(backoff.delay_after(Duration::ZERO), Duration::ZERO);
         assert_eq!(
             backoff.delay_after(Duration::ZERO),
             FIRST_DELAY,
-            "the count starts again"
+            "the count started again"
         );
     }
 }
