@@ -13,6 +13,7 @@ use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use support::{BIN, wait_for, wait_for_workers, workers_of};
 use testkit::load::{SteadyLoad, concurrent_gets, get_in_background};
+use testkit::server::run_to_exit;
 use testkit::{Server, procfs, tools};
 
 /// The master forks the workers and serves nothing itself: every answer comes from a worker,
@@ -212,4 +213,67 @@ fn a_worker_that_keeps_dying_is_restarted_with_backoff() {
             .any(|line| line.contains("quick deaths in a row: 3")),
         "{stderr:#?}"
     );
+}
+
+/// Step 06's own options, wrong: one line on stderr, status 1, nothing forked.
+#[test]
+fn bad_step06_options_fail_with_one_line() {
+    for bad in [
+        &["--workers", "0"][..],
+        &["--workers", "many"],
+        &["--workers", "100000"],
+        &["--listen", "both"],
+        &["--blocking-threads", "0"],
+    ] {
+        let (status, stderr) = run_to_exit(BIN, bad, Duration::from_secs(10));
+        assert_eq!(status.code(), Some(1), "{bad:?}: {stderr:?}");
+        assert_eq!(stderr.len(), 1, "{bad:?}: {stderr:?}");
+        assert!(stderr[0].starts_with("error: "), "{stderr:?}");
+    }
+}
+
+/// With `--workers auto`, a reload counts the cores the master may use again: pin the master
+/// to one core (what `taskset -p -c 0 PID` does), send `SIGHUP`, and the new generation has one
+/// worker.
+#[cfg(target_os = "linux")]
+#[test]
+fn a_reload_counts_the_cores_again() {
+    let cores = thread::available_parallelism().map_or(1, |n| n.get());
+    if cores < 2 {
+        eprintln!("skipped: a_reload_counts_the_cores_again: needs 2 cores, has {cores}");
+        return;
+    }
+    let server = Server::start(BIN, &["--quiet"]);
+    wait_for_workers(&server, cores);
+    pin_to_one_core(server.pid());
+    server.signal(Signal::SIGHUP);
+    let stats = wait_for(Duration::from_secs(5), || {
+        let stats = server.get("/stats").json();
+        let settled = workers_of(&server).len() == 1;
+        (settled && stats["generation"].as_u64() == Some(2)).then_some(stats)
+    });
+    let stats = stats.unwrap_or_else(|| panic!("workers now: {:?}", workers_of(&server)));
+    assert_eq!(stats["workers"].as_u64(), Some(1), "{stats}");
+}
+
+/// Restricts process `pid` to the first core this test may run on.
+#[cfg(target_os = "linux")]
+fn pin_to_one_core(pid: u32) {
+    let size = size_of::<libc::cpu_set_t>();
+    // SAFETY: `cpu_set_t` is plain data, for which all zeroes is a valid (empty) set.
+    let mut ours: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    // SAFETY: `ours` is a live, writable set of the size passed; pid 0 is this process.
+    let read = unsafe { libc::sched_getaffinity(0, size, &mut ours) };
+    assert_eq!(read, 0, "sched_getaffinity failed");
+    // SAFETY: CPU_ISSET only reads the set, and `cpu` stays below CPU_SETSIZE.
+    let first = (0..libc::CPU_SETSIZE as usize)
+        .find(|&cpu| unsafe { libc::CPU_ISSET(cpu, &ours) })
+        .expect("this process may run on some core");
+    // SAFETY: as above, an all-zero set is valid, and CPU_SET writes inside it.
+    let mut one: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    // SAFETY: `first` is below CPU_SETSIZE (it was found in a set of that size).
+    unsafe { libc::CPU_SET(first, &mut one) };
+    // SAFETY: `one` is a live set of the size passed; the kernel only reads it.
+    let pinned = unsafe { libc::sched_setaffinity(pid as libc::pid_t, size, &one) };
+    assert_eq!(pinned, 0, "sched_setaffinity({pid}) failed");
 }
