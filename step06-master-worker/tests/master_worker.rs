@@ -189,6 +189,10 @@ fn a_worker_that_keeps_dying_is_restarted_with_backoff() {
         }
         thread::sleep(Duration::from_millis(2));
     }
+    eprintln!(
+        "{} workers started in 2 s while each was killed on sight",
+        killed.len()
+    );
     // Restarted at once after the first quick death, then after 0.1, 0.2, 0.4 and 0.8 s: six or
     // seven workers in two seconds, where restarting at once would have made hundreds.
     assert!(
