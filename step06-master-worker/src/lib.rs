@@ -9,7 +9,8 @@
 //! # Layout
 //!
 //! - [`master`]: [`Master`]: forking, reaping, restarting, reloading, stopping; and why the
-//!   master never starts a thread (fork safety).
+//!   master never starts a thread (fork safety). [`config`]: what it is told ([`MasterConfig`],
+//!   [`WorkerCount`]).
 //! - [`worker`]: what a worker is given ([`Worker`]), the seam a worker's body plugs into
 //!   ([`WorkerBody`]), and step 06's body ([`SiteWorker`]).
 //! - [`listening`]: one socket shared by every worker, or one each with `SO_REUSEPORT`
@@ -22,6 +23,7 @@
 //! - [`backoff`]: restarting at once, but not in a fork storm.
 
 pub mod backoff;
+pub mod config;
 pub mod lifeline;
 pub mod listening;
 pub mod master;
@@ -29,7 +31,8 @@ pub mod pool_runner;
 pub mod ready;
 pub mod worker;
 
+pub use config::{MasterConfig, WorkerCount};
 pub use listening::{ListenMode, Listening};
-pub use master::{Master, MasterConfig, WorkerCount};
+pub use master::Master;
 pub use pool_runner::PoolRunner;
 pub use worker::{SiteWorker, Worker, WorkerBody};

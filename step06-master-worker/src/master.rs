@@ -24,8 +24,6 @@
 //! why each worker creates its threads (its pool, its lifeline watcher) itself, after the fork.
 
 use std::collections::HashMap;
-use std::num::NonZeroUsize;
-use std::str::FromStr;
 use std::time::{Duration, Instant};
 
 use common::listen::announce;
@@ -37,59 +35,11 @@ use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::{ForkResult, Pid};
 
 use crate::backoff::Backoff;
+use crate::config::MasterConfig;
 use crate::lifeline::Lifeline;
 use crate::listening::Listening;
 use crate::ready::ReadyPipe;
 use crate::worker::{Worker, WorkerBody};
-
-/// The most workers `--workers` accepts: a typo must not fork ten thousand processes.
-pub const MAX_WORKERS: usize = 256;
-
-/// How many workers a generation has (`--workers`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum WorkerCount {
-    /// One per core this process may use, as nginx's `worker_processes auto`.
-    Auto,
-    Fixed(NonZeroUsize),
-}
-
-impl WorkerCount {
-    /// The count for the next generation. `Auto` asks the system now, so a reload follows a
-    /// change of the cores the master may run on (`taskset -p`, a container's CPU limit).
-    pub fn resolve(self) -> usize {
-        match self {
-            WorkerCount::Auto => std::thread::available_parallelism()
-                .map_or(1, NonZeroUsize::get)
-                .min(MAX_WORKERS),
-            WorkerCount::Fixed(count) => count.get(),
-        }
-    }
-}
-
-impl FromStr for WorkerCount {
-    type Err = String;
-
-    fn from_str(text: &str) -> Result<WorkerCount, String> {
-        if text == "auto" {
-            return Ok(WorkerCount::Auto);
-        }
-        match text.parse::<usize>() {
-            Ok(count @ 1..=MAX_WORKERS) => NonZeroUsize::new(count)
-                .map(WorkerCount::Fixed)
-                .ok_or_else(|| "zero workers".into()),
-            _ => Err(format!("expected auto or a number from 1 to {MAX_WORKERS}")),
-        }
-    }
-}
-
-/// What the master decides.
-#[derive(Debug, Clone)]
-pub struct MasterConfig {
-    pub workers: WorkerCount,
-    /// How long a worker asked to stop may take before it is killed: its own grace period for
-    /// the requests in flight, and a margin.
-    pub stop_timeout: Duration,
-}
 
 /// One worker process, alive or not yet reaped.
 struct WorkerProcess {
@@ -117,11 +67,19 @@ struct Slot {
 /// The master process.
 pub struct Master {
     config: MasterConfig,
+    /// The listening socket(s): kept for the workers still to be forked (see
+    /// [`crate::listening`]).
     listening: Listening,
+    /// Wakes the loop on `SIGCHLD`, `SIGHUP`, `SIGTERM` and `SIGINT`; each worker gets pipes
+    /// of its own when it is forked.
     signals: Signals,
+    /// Its write end, open for as long as the master lives, keeps every worker serving.
     lifeline: Lifeline,
+    /// Where workers say they are ready, so that a reload knows when to retire the old ones.
     ready: ReadyPipe,
+    /// This process, as the workers' `/stats` name it.
     pid: u32,
+    /// 1 at start, one more at every reload; workers of an older generation are being retired.
     generation: u64,
     /// The current generation's slots, by worker index.
     slots: Vec<Slot>,
@@ -236,8 +194,9 @@ impl Master {
                 let delay = slot.backoff.delay_after(Duration::ZERO);
                 slot.respawn_at = Some(Instant::now() + delay);
                 log::error(format_args!(
-                    "master: cannot fork worker {index}: {}; trying again in {delay:?}",
-                    errno.desc()
+                    "master: cannot fork worker {index}: {}; trying again in {} ms",
+                    errno.desc(),
+                    delay.as_millis()
                 ));
             }
         }
@@ -450,20 +409,5 @@ fn describe(status: WaitStatus) -> String {
         WaitStatus::Exited(_, code) => format!("exited with status {code}"),
         WaitStatus::Signaled(_, signal, _) => format!("was killed by {}", signal.as_str()),
         other => format!("ended ({other:?})"),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn worker_counts_parse() {
-        assert_eq!("auto".parse(), Ok(WorkerCount::Auto));
-        assert_eq!("3".parse::<WorkerCount>().map(WorkerCount::resolve), Ok(3));
-        for bad in ["0", "-1", "257", "two", ""] {
-            assert!(bad.parse::<WorkerCount>().is_err(), "{bad}");
-        }
-        assert!(WorkerCount::Auto.resolve() >= 1);
     }
 }
