@@ -281,3 +281,35 @@ fn pin_to_one_core(pid: u32) {
     let pinned = unsafe { libc::sched_setaffinity(pid as libc::pid_t, size, &one) };
     assert_eq!(pinned, 0, "sched_setaffinity({pid}) failed");
 }
+
+/// With a shared socket, a worker at its connection limit leaves new connections to the others:
+/// it takes the socket out of its poller, instead of taking wake-ups (`EPOLLEXCLUSIVE` gives
+/// each to one worker) that it cannot use while an idle worker waits.
+#[test]
+fn a_full_worker_leaves_new_connections_to_the_others() {
+    let server = Server::start(
+        BIN,
+        &["--quiet", "--workers", "2", "--max-connections", "1"],
+    );
+    let mut held = testkit::Client::connect(server.addr());
+    assert_eq!(held.get("/").status, 200);
+    for _ in 0..5 {
+        let started = Instant::now();
+        let mut client = testkit::Client::connect(server.addr());
+        let _ = client
+            .stream()
+            .set_read_timeout(Some(Duration::from_secs(3)));
+        client.send(b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n");
+        let response = client.try_read_response(false);
+        assert!(
+            response.is_ok_and(|response| response.status == 200),
+            "no answer while one worker was full and the other idle"
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(1),
+            "{:?}",
+            started.elapsed()
+        );
+    }
+    drop(held);
+}
