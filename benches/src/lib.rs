@@ -23,6 +23,7 @@ pub const STEPS: &[(&str, &[&str])] = &[
     ("step03-queue-autoscale", &[]),
     ("step04-threadpool", &[]),
     ("step05-epoll-kqueue", &[]),
+    ("step06-master-worker", &[]),
 ];
 
 /// The workspace's root directory.

@@ -68,6 +68,9 @@ pub struct EventLoop<'s> {
     /// The last `accept` failed and said so: one log line per stretch of failures, not one
     /// per pause.
     accept_failing: bool,
+    /// The listener is in the poller. A loop that shares its listener with other processes
+    /// takes it out while it cannot accept (see [`EventLoop::share_accepting`]).
+    listener_watched: bool,
     /// Connections that used up their turn with work left, driven again next iteration, so that
     /// one busy client cannot keep the loop to itself.
     resume: Vec<Token>,
@@ -119,6 +122,7 @@ impl<'s> EventLoop<'s> {
             accept_ready: false,
             accept_paused_until: None,
             accept_failing: false,
+            listener_watched: false,
             resume: Vec::new(),
             grace_deadline: None,
             serial: 0,
@@ -142,6 +146,7 @@ impl<'s> EventLoop<'s> {
         };
         self.poller.register(&listener, LISTENER, interest)?;
         self.listener = Some(listener);
+        self.listener_watched = true;
 
         let mut events = Vec::with_capacity(EVENTS_PER_WAIT);
         loop {
@@ -223,8 +228,50 @@ impl<'s> EventLoop<'s> {
         }
     }
 
-    /// Accepts until `EWOULDBLOCK`, the connection limit, or a shortage of descriptors.
+    /// Accepts what it can; with a shared listener, also leaves the wake-ups it cannot use to
+    /// the other processes.
     fn accept_connections(&mut self) {
+        self.accept_until_blocked();
+        if self.cx.config.exclusive_accept {
+            self.share_accepting();
+        }
+    }
+
+    /// For a listener shared with other processes (step06): the kernel gives each new
+    /// connection's wake-up to *one* waiting loop (`EPOLLEXCLUSIVE`), and a loop that cannot
+    /// accept (at its connection limit, or pausing after `EMFILE`) would take wake-ups it cannot
+    /// use while the other loops sit idle and the client waits. So such a loop takes the
+    /// listener out of its poller until it can accept again.
+    fn share_accepting(&mut self) {
+        let Some(listener) = &self.listener else {
+            return;
+        };
+        let can_accept = self.connections.len() < self.cx.config.max_connections
+            && self
+                .accept_paused_until
+                .is_none_or(|until| self.cx.now >= until);
+        if can_accept == self.listener_watched {
+            return;
+        }
+        let changed = if can_accept {
+            self.poller
+                .register(listener, LISTENER, Interest::READABLE.exclusive())
+        } else {
+            self.poller.deregister(listener)
+        };
+        match changed {
+            Ok(()) => self.listener_watched = can_accept,
+            Err(error) => log::error(format_args!("cannot change the listener's watch: {error}")),
+        }
+        if can_accept {
+            // Connections may have queued meanwhile: their wake-ups went to other loops.
+            self.accept_ready = true;
+            self.accept_until_blocked();
+        }
+    }
+
+    /// Accepts until `EWOULDBLOCK`, the connection limit, or a shortage of descriptors.
+    fn accept_until_blocked(&mut self) {
         while self.accept_ready && self.connections.len() < self.cx.config.max_connections {
             if let Some(until) = self.accept_paused_until {
                 if self.cx.now < until {
@@ -301,7 +348,9 @@ impl<'s> EventLoop<'s> {
             // Deregister before closing: a listener shared with other processes (step06) stays
             // open in them, and the kernel would go on reporting it here (to a loop that no
             // longer accepts, taking the wake-up from a worker that would).
-            let _ = self.poller.deregister(&listener);
+            if self.listener_watched {
+                let _ = self.poller.deregister(&listener);
+            }
         }
         let tokens: Vec<usize> = self.connections.keys().collect();
         for token in tokens {

@@ -54,14 +54,23 @@ impl Client {
     ///
     /// When the connection is refused.
     pub fn connect(addr: SocketAddr) -> Client {
-        let stream = TcpStream::connect(addr)
-            .unwrap_or_else(|error| panic!("cannot connect to {addr}: {error}"));
+        Client::try_connect(addr)
+            .unwrap_or_else(|error| panic!("cannot connect to {addr}: {error}"))
+    }
+
+    /// Connects to `addr`, for tests that count refused connections instead of failing.
+    ///
+    /// # Errors
+    ///
+    /// When the connection is refused or reset.
+    pub fn try_connect(addr: SocketAddr) -> std::io::Result<Client> {
+        let stream = TcpStream::connect(addr)?;
         let _ = stream.set_read_timeout(Some(READ_TIMEOUT));
         let _ = stream.set_nodelay(true);
-        Client {
+        Ok(Client {
             stream,
             buf: Vec::new(),
-        }
+        })
     }
 
     pub fn stream(&self) -> &TcpStream {

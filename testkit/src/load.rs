@@ -1,8 +1,12 @@
-//! Many requests at once, for the tests that prove concurrency by timing ratios.
+//! Many requests at once, for the tests that prove concurrency by timing ratios, and a steady
+//! stream of requests, for the tests that kill, reload or stop a server under load.
 
+use std::collections::BTreeMap;
+use std::io::Write;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Barrier, mpsc};
-use std::thread;
+use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use crate::client::{Client, Response};
@@ -83,4 +87,104 @@ pub fn get_in_background(
         let _ = sender.send(client.try_read_response(false));
     });
     receiver
+}
+
+/// `clients` threads that each send `GET path` on a new connection, wait for the answer, pause,
+/// and again, until [`SteadyLoad::stop`]: a steady stream of short requests, which a test
+/// keeps up while it kills, reloads or stops the server, then counts what failed.
+pub struct SteadyLoad {
+    stop: Arc<AtomicBool>,
+    clients: Vec<JoinHandle<LoadReport>>,
+}
+
+/// What a [`SteadyLoad`] saw.
+#[derive(Debug, Default)]
+pub struct LoadReport {
+    /// Requests answered 200.
+    pub ok: usize,
+    /// Every other outcome (a refused or reset connection, a timeout, another status), with
+    /// the time since the load started.
+    pub failures: Vec<String>,
+    /// For the 200s: how many carried each value of the header the load was asked to watch
+    /// (step 06's `X-Worker`).
+    pub by_header: BTreeMap<String, usize>,
+}
+
+impl SteadyLoad {
+    /// Starts the clients. `watch`: a response header to count the values of.
+    pub fn start(
+        addr: SocketAddr,
+        path: &str,
+        clients: usize,
+        pause: Duration,
+        watch: Option<&'static str>,
+    ) -> SteadyLoad {
+        let stop = Arc::new(AtomicBool::new(false));
+        let request = format!("GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n");
+        let started = Instant::now();
+        let clients = (0..clients)
+            .map(|_| {
+                let (stop, request) = (Arc::clone(&stop), request.clone());
+                thread::Builder::new()
+                    .stack_size(128 * 1024)
+                    .spawn(move || {
+                        let mut report = LoadReport::default();
+                        while !stop.load(Ordering::Relaxed) {
+                            match one_request(addr, &request) {
+                                Ok(response) if response.status == 200 => {
+                                    report.ok += 1;
+                                    if let Some(value) =
+                                        watch.and_then(|name| response.header(name))
+                                    {
+                                        *report.by_header.entry(value.to_string()).or_default() +=
+                                            1;
+                                    }
+                                }
+                                Ok(response) => report.failures.push(format!(
+                                    "{:.3} s: status {}",
+                                    started.elapsed().as_secs_f64(),
+                                    response.status
+                                )),
+                                Err(error) => report.failures.push(format!(
+                                    "{:.3} s: {error}",
+                                    started.elapsed().as_secs_f64()
+                                )),
+                            }
+                            thread::sleep(pause);
+                        }
+                        report
+                    })
+                    .unwrap_or_else(|error| panic!("cannot start a client thread: {error}"))
+            })
+            .collect();
+        SteadyLoad { stop, clients }
+    }
+
+    /// Stops the clients (each finishes its request in flight) and adds up what they saw.
+    pub fn stop(self) -> LoadReport {
+        self.stop.store(true, Ordering::Relaxed);
+        let mut total = LoadReport::default();
+        for client in self.clients {
+            let report = client.join().unwrap_or_else(|_| LoadReport {
+                failures: vec!["client thread panicked".into()],
+                ..LoadReport::default()
+            });
+            total.ok += report.ok;
+            total.failures.extend(report.failures);
+            for (value, count) in report.by_header {
+                *total.by_header.entry(value).or_default() += count;
+            }
+        }
+        total
+    }
+}
+
+fn one_request(addr: SocketAddr, request: &str) -> std::io::Result<Response> {
+    let mut client = Client::try_connect(addr)?;
+    // A short request: an answer that takes seconds is a failure, and the test must not hang.
+    client
+        .stream()
+        .set_read_timeout(Some(Duration::from_secs(5)))?;
+    client.stream().write_all(request.as_bytes())?;
+    client.try_read_response(false)
 }

@@ -60,6 +60,20 @@ pub fn rss_kib(pid: u32) -> Option<u64> {
         .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
 }
 
+/// The state letter of process `pid` (`R`, `S`, `Z` for a zombie, ...), or `None` when there
+/// is no such process (or no `/proc`).
+pub fn state(pid: u32) -> Option<char> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let (_, rest) = stat.rsplit_once(')')?;
+    rest.split_whitespace().next()?.chars().next()
+}
+
+/// Whether process `pid` is still running: it exists and is not a zombie (a process that
+/// exited and whose parent has not collected it yet).
+pub fn is_running(pid: u32) -> bool {
+    state(pid).is_some_and(|state| state != 'Z')
+}
+
 /// Whether process `pid` exists (zombies count).
 pub fn exists(pid: u32) -> bool {
     fs::metadata(format!("/proc/{pid}")).is_ok()

@@ -178,7 +178,7 @@ fn drain(
     pipe: impl std::io::Read + Send + 'static,
     lines: Arc<Mutex<Vec<String>>>,
     mut first: Option<mpsc::Sender<String>>,
-) {
+) -> thread::JoinHandle<()> {
     thread::spawn(move || {
         for line in BufReader::new(pipe).lines() {
             let Ok(line) = line else { break };
@@ -189,7 +189,7 @@ fn drain(
                 lines.push(line);
             }
         }
-    });
+    })
 }
 
 /// Runs `bin` with `args`, expecting it to exit by itself within `timeout` (for option
@@ -205,9 +205,10 @@ pub fn run_to_exit(bin: &str, args: &[&str], timeout: Duration) -> (ExitStatus, 
         .spawn()
         .unwrap_or_else(|error| panic!("cannot run {bin}: {error}"));
     let stderr = Arc::new(Mutex::new(Vec::new()));
-    if let Some(pipe) = child.stderr.take() {
-        drain(pipe, Arc::clone(&stderr), None);
-    }
+    let drained = child
+        .stderr
+        .take()
+        .map(|pipe| drain(pipe, Arc::clone(&stderr), None));
     let deadline = Instant::now() + timeout;
     let status = loop {
         if let Ok(Some(status)) = child.try_wait() {
@@ -220,8 +221,14 @@ pub fn run_to_exit(bin: &str, args: &[&str], timeout: Duration) -> (ExitStatus, 
         }
         thread::sleep(Duration::from_millis(10));
     };
-    // Let the drain thread read the last lines after the exit.
-    thread::sleep(Duration::from_millis(50));
+    // Let the drain thread read the last lines after the exit: it ends at the end of the pipe,
+    // unless something the binary started still holds it.
+    let read_until = Instant::now() + Duration::from_secs(2);
+    while drained.as_ref().is_some_and(|thread| !thread.is_finished())
+        && Instant::now() < read_until
+    {
+        thread::sleep(Duration::from_millis(5));
+    }
     let lines = stderr.lock().map(|lines| lines.clone()).unwrap_or_default();
     (status, lines)
 }

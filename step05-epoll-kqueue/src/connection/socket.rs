@@ -60,10 +60,12 @@ impl Connection {
     }
 
     fn wait_for_input(&mut self, cx: &mut Context) -> Step {
-        let between_requests = matches!(self.state, State::Idle { .. } | State::ReadingHead { .. })
-            && cx.input.data().is_empty();
-        if cx.shutting_down && between_requests {
-            // Shutting down: a connection with no request in flight closes now.
+        if cx.shutting_down && matches!(self.state, State::Idle { .. }) {
+            // Shutting down: a keep-alive connection waiting for its next request closes now.
+            // A new connection waiting for its first one does not (nginx does the same): its
+            // client connected to send a request, which may be on its way already. When a
+            // step06 reload retires a worker just after it accepted, closing would reset that
+            // client for nothing. The header timeout and the grace period bound the wait.
             return self.close_after_output(cx);
         }
         Step::Wait

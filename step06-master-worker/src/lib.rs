@@ -1,0 +1,38 @@
+//! Step 06's process model, as a library: `main.rs` runs the master with step 06's workers, and
+//! step 07 runs the same master with a reverse proxy's workers.
+//!
+//! A master process binds the port, forks one worker process per core and then only
+//! supervises: it restarts a worker that dies, starts a fresh generation of workers on
+//! `SIGHUP`, and stops them all gracefully on `SIGTERM`. Each worker runs step 05's event loop
+//! on the listening socket, and sends blocking work to a pool of step 04's threads.
+//!
+//! # Layout
+//!
+//! - [`master`]: [`Master`]: forking, reaping, restarting, reloading, stopping; and why the
+//!   master never starts a thread (fork safety). [`config`]: what it is told ([`MasterConfig`],
+//!   [`WorkerCount`]).
+//! - [`worker`]: what a worker is given ([`Worker`]), the seam a worker's body plugs into
+//!   ([`WorkerBody`]), and step 06's body ([`SiteWorker`]).
+//! - [`listening`]: one socket shared by every worker, or one each with `SO_REUSEPORT`
+//!   ([`ListenMode`]), and what each costs.
+//! - [`pool_runner`]: blocking work on step 04's pool, answers back through an `eventfd`
+//!   (Linux) or a pipe.
+//! - [`lifeline`]: workers exit when the master dies.
+//! - [`ready`]: workers tell the master they are ready, so that a reload retires the old ones
+//!   only then.
+//! - [`backoff`]: restarting at once, but not in a fork storm.
+
+pub mod backoff;
+pub mod config;
+pub mod lifeline;
+pub mod listening;
+pub mod master;
+pub mod pool_runner;
+pub mod ready;
+pub mod worker;
+
+pub use config::{MasterConfig, WorkerCount};
+pub use listening::{ListenMode, Listening};
+pub use master::Master;
+pub use pool_runner::PoolRunner;
+pub use worker::{SiteWorker, Worker, WorkerBody};

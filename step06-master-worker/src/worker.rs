@@ -1,0 +1,140 @@
+//! What a worker process is given, and what step 06's workers do with it.
+//!
+//! The master does not know what its workers serve. It forks them, hands each a [`Worker`] (its
+//! place in the tree, its listening socket, its signals) and runs a [`WorkerBody`] in it. Step
+//! 06's body is [`SiteWorker`]: the site, served by step 05's event loop, with step 04's pool
+//! for blocking work. Step 07 plugs in a reverse proxy's body and keeps the master as it is.
+
+use std::net::TcpListener;
+use std::sync::Arc;
+
+use common::{CommonArgs, Signals, Site, log};
+use step04_threadpool::PoolStatus;
+use step05_epoll_kqueue::{BlockingRunner, EventLoop, InlineRunner, LoopConfig, LoopStats};
+
+use crate::listening::ListenMode;
+use crate::pool_runner::PoolRunner;
+
+/// What a worker process is handed by the master, right after the fork.
+pub struct Worker {
+    /// Its slot, `0..workers`: sent as `X-Worker`, and the slot a replacement takes over.
+    pub index: usize,
+    /// How many workers its generation has.
+    pub workers: usize,
+    /// 1 at start, one more at every reload (`SIGHUP`).
+    pub generation: u64,
+    /// How many workers of this slot died and were replaced before this one, in this generation.
+    pub restarts: u64,
+    pub master_pid: u32,
+    /// Ready to accept, non-blocking: shared with the other workers or its own (see
+    /// [`crate::listening`]).
+    pub listener: TcpListener,
+    pub listen_mode: ListenMode,
+    /// This process's own signal pipes (see [`Signals::fork`]). Its shutdown descriptor turns
+    /// readable when the master asks this worker to stop (`SIGTERM`: a shutdown, or a reload
+    /// retiring it) or when the master is gone (see [`crate::lifeline`]).
+    pub signals: Signals,
+}
+
+impl Worker {
+    /// Whether other workers accept from the same socket, so that a new connection should wake
+    /// one of them only (`EPOLLEXCLUSIVE`).
+    pub fn shares_listener(&self) -> bool {
+        self.listen_mode == ListenMode::Shared
+    }
+}
+
+/// What runs in the workers: the seam between the master and what it supervises.
+pub trait WorkerBody {
+    /// Re-reads the configuration, in the master, when `SIGHUP` asks for a reload; the new
+    /// generation of workers is forked with what it leaves in `self`, so they inherit it
+    /// without any message passing. An error cancels the reload: the workers in service stay.
+    ///
+    /// # Errors
+    ///
+    /// Why the new configuration cannot be used (one line, for the log).
+    fn reload(&mut self) -> Result<(), String> {
+        Ok(())
+    }
+
+    /// The life of one worker process: serve `worker.listener` until `worker.signals` asks for
+    /// a shutdown, finish what is in flight, and return the exit status. Runs in the child,
+    /// after the fork: create threads and runtimes here, never before.
+    fn run(&self, worker: Worker) -> i32;
+}
+
+/// Step 06's worker: the site, served by step 05's event loop.
+#[derive(Debug, Clone)]
+pub struct SiteWorker {
+    pub common: CommonArgs,
+    /// Connections one worker serves at most (step 05's `--max-connections`).
+    pub max_connections: usize,
+    /// `/sleep` is blocking work, given to a pool of `blocking_threads` threads.
+    pub blocking_sleep: bool,
+    pub blocking_threads: usize,
+}
+
+impl WorkerBody for SiteWorker {
+    fn run(&self, worker: Worker) -> i32 {
+        match self.serve(worker) {
+            Ok(()) => 0,
+            Err(error) => {
+                log::error(format_args!("worker stopped: {error}"));
+                1
+            }
+        }
+    }
+}
+
+impl SiteWorker {
+    fn serve(&self, worker: Worker) -> Result<(), String> {
+        // A pool only when there is blocking work to give it, as nginx starts its thread pools
+        // only for `aio threads`.
+        let (runner, pool): (Box<dyn BlockingRunner>, Option<PoolStatus>) = if self.blocking_sleep {
+            let runner = PoolRunner::new(self.blocking_threads)?;
+            let status = runner.status();
+            (Box::new(runner), Some(status))
+        } else {
+            (Box::new(InlineRunner), None)
+        };
+        let stats = Arc::new(LoopStats::default());
+        let site = Site::new("step06-master-worker", self.common.delay())
+            .with_header("X-Worker", worker.index.to_string())
+            .with_stats({
+                let stats = Arc::clone(&stats);
+                let (index, workers, generation, restarts, master_pid, mode) = (
+                    worker.index as u64,
+                    worker.workers as u64,
+                    worker.generation,
+                    worker.restarts,
+                    worker.master_pid,
+                    worker.listen_mode.to_string(),
+                );
+                move |json| {
+                    json.number("master_pid", master_pid)
+                        .number("worker_index", index)
+                        .number("workers", workers)
+                        .number("generation", generation)
+                        .number("restarts", restarts)
+                        .text("listen", &mode);
+                    stats.write_json(json);
+                    if let Some(pool) = &pool {
+                        json.number("pool_threads", pool.workers() as u64)
+                            .number("pool_busy", pool.busy() as u64)
+                            .number("pool_queued", pool.queued() as u64);
+                    }
+                }
+            });
+        let config = LoopConfig {
+            max_connections: self.max_connections,
+            blocking_sleep: self.blocking_sleep,
+            exclusive_accept: worker.shares_listener(),
+            ..LoopConfig::new(&self.common)
+        };
+        let event_loop = EventLoop::new(&site, config, worker.signals, stats, runner)
+            .map_err(|error| format!("cannot start the event loop: {error}"))?;
+        event_loop
+            .run(worker.listener)
+            .map_err(|error| format!("the event loop failed: {error}"))
+    }
+}
