@@ -199,6 +199,9 @@ impl<'s> EventLoop<'s> {
             SHUTDOWN => self.begin_shutdown(),
             WAKE => self.deliver_finished_work(),
             token => self.drive(token, |connection, cx| {
+                if event.read_closed {
+                    connection.note_peer_closed();
+                }
                 connection.on_ready(event.readable, event.writable, cx)
             }),
         }
@@ -282,8 +285,8 @@ impl<'s> EventLoop<'s> {
             let Some(listener) = &self.listener else {
                 return;
             };
-            match listener.accept() {
-                Ok((stream, _)) => {
+            match accept_nonblocking(listener) {
+                Ok(stream) => {
                     self.accept_failing = false;
                     self.open(stream);
                 }
@@ -311,17 +314,6 @@ impl<'s> EventLoop<'s> {
     }
 
     fn open(&mut self, stream: TcpStream) {
-        // Linux does not pass the listener's O_NONBLOCK on to accepted sockets (BSD and macOS
-        // do). Every socket of the loop must be non-blocking, or one read could stall everyone.
-        if let Err(error) = stream.set_nonblocking(true) {
-            log::error(format_args!(
-                "cannot make a connection non-blocking: {error}"
-            ));
-            return;
-        }
-        // An answer goes out with one write; Nagle's algorithm would hold back a small one
-        // until the client acknowledged the previous one.
-        let _ = stream.set_nodelay(true);
         let token = Token(self.connections.vacant_key());
         if let Err(error) = self
             .poller
@@ -395,4 +387,39 @@ impl<'s> EventLoop<'s> {
         }
         self.finished = finished;
     }
+}
+
+/// Accepts one connection, non-blocking from birth: every socket of the loop must be, or one
+/// read could stall everyone.
+///
+/// On Linux and the BSDs `accept4` sets the flags in the same call (std's `accept` would need a
+/// second one, an `ioctl`, per connection).
+#[cfg(any(
+    target_os = "linux",
+    target_os = "android",
+    target_os = "freebsd",
+    target_os = "dragonfly",
+    target_os = "netbsd",
+    target_os = "openbsd"
+))]
+fn accept_nonblocking(listener: &TcpListener) -> io::Result<TcpStream> {
+    use nix::sys::socket::{SockFlag, accept4};
+    let fd = accept4(listener, SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC)?;
+    Ok(TcpStream::from(fd))
+}
+
+/// Accepts one connection, non-blocking from birth. macOS has no `accept4`; its accepted
+/// sockets inherit the listener's `O_NONBLOCK`, but we say so explicitly rather than rely on it.
+#[cfg(not(any(
+    target_os = "linux",
+    target_os = "android",
+    target_os = "freebsd",
+    target_os = "dragonfly",
+    target_os = "netbsd",
+    target_os = "openbsd"
+)))]
+fn accept_nonblocking(listener: &TcpListener) -> io::Result<TcpStream> {
+    let (stream, _) = listener.accept()?;
+    stream.set_nonblocking(true)?;
+    Ok(stream)
 }

@@ -635,3 +635,27 @@ pub fn running_out_of_descriptors_neither_spins_nor_sticks(bin: &str, args: &[&s
     assert_eq!(status, 0, "{report}");
     assert_eq!(report["passed"], true, "{report}");
 }
+
+/// A client that sends its request and closes its sending side at once (`shutdown(SHUT_WR)`,
+/// as `nc -N` or some HTTP/1.0 clients do) gets its answer, and then the end of the
+/// connection right away, not after the idle timeout. The close arrives with the request's
+/// bytes: a server that stops reading at a short read must learn of it from the poller.
+pub fn a_half_closed_client_gets_its_answer_and_the_end(bin: &str, args: &[&str]) {
+    let server = start(bin, args);
+    for _ in 0..3 {
+        let mut client = Client::connect(server.addr());
+        client.send(b"GET /script.js HTTP/1.1\r\nHost: t\r\n\r\n");
+        let _ = client.stream().shutdown(std::net::Shutdown::Write);
+        assert_eq!(client.read_response().status, 200);
+        let started = Instant::now();
+        assert!(
+            client.closes_within(Duration::from_secs(4)),
+            "the connection stayed open"
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(1),
+            "closed only after {:?}",
+            started.elapsed()
+        );
+    }
+}

@@ -65,7 +65,8 @@ macro_rules! contract_suite {
             client_resets_do_not_hurt_others,
             a_client_that_never_reads_is_dropped,
             a_connection_storm_leaks_nothing,
-            running_out_of_descriptors_neither_spins_nor_sticks
+            running_out_of_descriptors_neither_spins_nor_sticks,
+            a_half_closed_client_gets_its_answer_and_the_end
         );
     };
     (@tests $bin:expr, $args:tt; $($name:ident),*) => {

@@ -130,6 +130,10 @@ pub(crate) struct Connection {
     /// Readiness reported and not used up yet (edge-triggered: it will not be reported again).
     readable: bool,
     writable: bool,
+    /// The client has closed its sending side (the poller said so): read until the 0.
+    peer_closed: bool,
+    /// `TCP_NODELAY` is set (once the connection stays open for a second request).
+    nodelay: bool,
 }
 
 impl Connection {
@@ -152,11 +156,18 @@ impl Connection {
             readable: false,
             // A new socket's send buffer is empty.
             writable: true,
+            peer_closed: false,
+            nodelay: false,
         }
     }
 
     pub(crate) fn serial(&self) -> u64 {
         self.serial
+    }
+
+    /// The poller said the client closed its sending side: after what is queued, nothing more.
+    pub(crate) fn note_peer_closed(&mut self) {
+        self.peer_closed = true;
     }
 
     /// The poller reported readiness (or the loop resumes this connection, or a shutdown began).

@@ -180,6 +180,13 @@ impl Connection {
     ) -> Step {
         // A request in flight when a shutdown began is answered, then the connection closes.
         let keep_alive = request.keep_alive && !response.close && !cx.shutting_down;
+        if keep_alive && !self.nodelay {
+            // Nagle's algorithm holds back a small write while an earlier one is unacknowledged,
+            // which can delay the answers of a connection that stays open. Like nginx, we turn it
+            // off only then: a connection closed after one answer never needs the system call.
+            let _ = self.stream.set_nodelay(true);
+            self.nodelay = true;
+        }
         let before = cx.output.len();
         cx.site.render(response, keep_alive, &mut cx.output);
         if cx.config.log {

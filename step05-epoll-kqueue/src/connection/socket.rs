@@ -41,8 +41,11 @@ impl Connection {
             cx.reads_left -= 1;
             match cx.input.read_from(&self.stream) {
                 // The client closed its side: nothing more will come.
-                Ok(0) => return self.close_after_output(cx),
-                Ok(_) => {
+                Ok(read) if read.bytes == 0 => return self.close_after_output(cx),
+                Ok(read) => {
+                    // Everything queued is read; unless the client also closed (then the next
+                    // read returns 0 and says so), wait for the poller's next report.
+                    self.readable = !read.drained || self.peer_closed;
                     if let State::Idle { .. } = self.state {
                         // The first byte of the next request starts its header timeout.
                         let deadline = cx.now + cx.config.header_timeout;
@@ -106,8 +109,7 @@ impl Connection {
         }
         cx.input.clear();
         match cx.input.read_from(&self.stream) {
-            Ok(0) => true,
-            Ok(_) => false,
+            Ok(read) => read.bytes == 0,
             Err(error) if error.kind() == ErrorKind::WouldBlock => {
                 self.readable = false;
                 true
@@ -129,8 +131,8 @@ impl Connection {
             cx.reads_left -= 1;
             cx.input.clear();
             match cx.input.read_from(&self.stream) {
-                Ok(0) => return Step::Close,
-                Ok(_) => {}
+                Ok(read) if read.bytes == 0 => return Step::Close,
+                Ok(read) => self.readable = !read.drained || self.peer_closed,
                 Err(error) if error.kind() == ErrorKind::WouldBlock => self.readable = false,
                 Err(error) if error.kind() == ErrorKind::Interrupted => {}
                 Err(_) => return Step::Close,

@@ -25,14 +25,18 @@ fn flags(interest: Interest) -> EpollFlags {
     let mut flags = EpollFlags::EPOLLET;
     if interest.is_readable() {
         flags |= EpollFlags::EPOLLIN;
+        if !interest.is_exclusive() {
+            // Tell us when the peer closes its side, even when the close came with data.
+            flags |= EpollFlags::EPOLLRDHUP;
+        }
     }
     if interest.is_writable() {
         flags |= EpollFlags::EPOLLOUT;
     }
     if interest.is_exclusive() {
         // Wake one of the epoll instances that wait on this listener, not all (Linux 4.5+).
-        // Only IN, OUT, ET and WAKEUP may go with it, which is why we never ask for EPOLLRDHUP:
-        // a hang-up shows up as readable anyway, and the read returns 0.
+        // Only IN, OUT, ET and WAKEUP may go with it, so no EPOLLRDHUP; a listener does not need
+        // it anyway.
         flags |= EpollFlags::EPOLLEXCLUSIVE;
     }
     flags
@@ -82,6 +86,7 @@ impl Backend for Epoll {
                 token: Token(raw.data() as usize),
                 readable: flags.intersects(EpollFlags::EPOLLIN | hangup),
                 writable: flags.intersects(EpollFlags::EPOLLOUT | hangup),
+                read_closed: flags.intersects(EpollFlags::EPOLLRDHUP | hangup),
             }
         }));
         Ok(())

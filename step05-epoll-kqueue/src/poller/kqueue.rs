@@ -116,15 +116,16 @@ impl Backend for Kqueue {
             Err(errno) => return Err(errno.into()),
         };
         events.extend(self.buffer[..ready].iter().map(|raw| {
-            // EV_EOF (the peer closed) comes with the filter it concerns, so it needs no
-            // special case: the read or write it invites returns 0 or an error. EV_ERROR may
-            // concern either direction; report both.
+            // EV_EOF comes with the filter it concerns: on the read filter, the peer closed its
+            // sending side. EV_ERROR may concern either direction; report both.
             let error = raw.flags().contains(EvFlags::EV_ERROR);
             let filter = raw.filter().ok();
+            let read = filter == Some(EventFilter::EVFILT_READ);
             Event {
                 token: Token(raw.udata() as usize),
-                readable: error || filter == Some(EventFilter::EVFILT_READ),
+                readable: error || read,
                 writable: error || filter == Some(EventFilter::EVFILT_WRITE),
+                read_closed: error || (read && raw.flags().contains(EvFlags::EV_EOF)),
             }
         }));
         Ok(())

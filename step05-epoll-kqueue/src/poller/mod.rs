@@ -116,6 +116,10 @@ pub struct Event {
     pub token: Token,
     pub readable: bool,
     pub writable: bool,
+    /// The peer has closed its sending side (`EPOLLRDHUP`, kqueue's `EV_EOF`): after the bytes
+    /// already queued, a read will return 0. A connection that stops reading at a short read
+    /// (see `crate::buffers`) needs this to learn of a close that came with the last bytes.
+    pub read_closed: bool,
 }
 
 /// What each platform provides. Only one implementation is compiled on a given system.
