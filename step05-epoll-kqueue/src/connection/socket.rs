@@ -29,6 +29,7 @@ pub(super) enum Flushed {
 }
 
 impl Connection {
+    // EXERCISE: read-until-wouldblock - edge-triggered: read until EWOULDBLOCK
     /// Reads more of the request; `Wait` when the socket has nothing now.
     pub(super) fn read_more(&mut self, cx: &mut Context) -> Step {
         loop {
@@ -58,6 +59,7 @@ impl Connection {
             }
         }
     }
+    // EXERCISE END
 
     fn wait_for_input(&mut self, cx: &mut Context) -> Step {
         let between_requests = matches!(self.state, State::Idle { .. } | State::ReadingHead { .. })
