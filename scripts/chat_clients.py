@@ -58,6 +58,8 @@ def main(argv):
     try:
         line = server.stdout.readline().strip()
         host, port = line.removeprefix("listening on ").rsplit(":", 1)
+        time.sleep(0.2)
+        _, _, rss_before_kib = tree_usage(server.pid)
         deadline = time.monotonic() + 60
         for _ in range(args.n):
             sock = socket.create_connection((host, int(port)))
@@ -77,7 +79,9 @@ def main(argv):
 
         print(f"clients: {args.n}")
         print(f"server threads: {threads} (n + 2 = {args.n + 2})")
-        print(f"server resident memory: {rss_kib / 1024:.1f} MiB ({rss_kib * 1024 / args.n:,.0f} B per client)")
+        per_client = (rss_kib - rss_before_kib) * 1024 / args.n
+        print(f"server resident memory: {rss_before_kib / 1024:.1f} MiB with no client, "
+              f"{rss_kib / 1024:.1f} MiB with {args.n} ({per_client:,.0f} B more per client)")
         print(f"one line to the other {args.n - 1} clients: {elapsed * 1000:.1f} ms")
         return 0
     finally:
