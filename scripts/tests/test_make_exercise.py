@@ -82,6 +82,12 @@ class StubTest(unittest.TestCase):
                 make_exercise.process_file(broken, "x.rs", lambda name: True)
 
 
+# A starter made by scripts/make-exercise holds one step and these scripts: the steps' own
+# markers are the repository's business.
+ALL_STEPS = all(make_exercise.step_dir(number) for number in ("01", "02", "03", "04", "05"))
+
+
+@unittest.skipUnless(ALL_STEPS, "needs steps 01 to 05 (this is not the whole repository)")
 class StepsTest(unittest.TestCase):
     def test_every_step_up_to_05_has_exercises(self):
         for number in ("01", "02", "03", "04", "05"):

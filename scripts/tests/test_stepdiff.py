@@ -17,6 +17,11 @@ stepdiff = importlib.util.module_from_spec(spec)
 loader.exec_module(stepdiff)
 
 
+# A starter made by scripts/make-exercise holds one step and these scripts: nothing to diff.
+ALL_STEPS = all(stepdiff.step_dir(number) for number in ("01", "02", "03", "04"))
+
+
+@unittest.skipUnless(ALL_STEPS, "needs steps 01 to 04 (this is not the whole repository)")
 class StepdiffTest(unittest.TestCase):
     def test_steps_are_found_by_number_or_name(self):
         for name in ("2", "02", "step02", "step02-threads"):
