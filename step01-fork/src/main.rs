@@ -167,6 +167,7 @@ impl Children {
         self.pids.len()
     }
 
+    // EXERCISE: reap-children - collect every exited child, never blocking the accept loop
     /// Collects every child that has exited, so that none stays a zombie. (The C course's
     /// server never called `wait`: each finished child stayed in the process table as a
     /// zombie until the parent exited.)
@@ -182,7 +183,9 @@ impl Children {
             }
         }
     }
+    // EXERCISE END
 
+    // EXERCISE: stop-children - SIGTERM the children, wait out the grace period, SIGKILL the rest
     /// Asks every child to finish its request and exit, waits up to `grace`, then kills the
     /// rest. Returns with no child left, dead or alive.
     fn stop_all(&mut self, grace: Duration, signals: Signals) {
@@ -207,4 +210,5 @@ impl Children {
             let _ = waitpid(pid, None);
         }
     }
+    // EXERCISE END
 }

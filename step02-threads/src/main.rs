@@ -139,6 +139,7 @@ impl Slots {
         *self.count()
     }
 
+    // EXERCISE: take-a-slot - a counting semaphore: take a slot, or sleep on the Condvar
     /// Takes a slot, waiting while all are in use; `None` once a shutdown is requested.
     ///
     /// A shutdown cannot wake a Condvar (a signal handler may not touch locks), and it need
@@ -175,11 +176,14 @@ impl Slots {
         }
         true
     }
+    // EXERCISE END
 }
 
+// EXERCISE: give-back-a-slot - give the slot back and wake whoever waits for one
 impl Drop for Slot {
     fn drop(&mut self) {
         *self.0.count() -= 1;
         self.0.freed.notify_all();
     }
 }
+// EXERCISE END

@@ -117,6 +117,7 @@ impl<T> Queue<T> {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
+    // EXERCISE: bounded-push - wait for room, add the item, ask the scaler whether to grow
     /// Adds `item` at the back, waiting while the queue is full.
     ///
     /// While the acceptor waits here it does not call `accept`, so new clients wait in the
@@ -157,7 +158,9 @@ impl<T> Queue<T> {
         self.not_empty.notify_one();
         Ok(grow)
     }
+    // EXERCISE END
 
+    // EXERCISE: pop-or-retire - the oldest item, or retirement for an extra worker
     /// Takes the connection at the front, waiting while there is none. A worker that could
     /// retire instead is told so before it takes anything.
     ///
@@ -211,6 +214,7 @@ impl<T> Queue<T> {
             };
         }
     }
+    // EXERCISE END
 
     /// Gives back the count of a worker whose thread could not be started.
     pub fn worker_not_started(&self, role: Role) {

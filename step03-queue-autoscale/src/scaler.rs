@@ -86,6 +86,7 @@ impl ScalingPolicy {
         Err(PolicyError(problem))
     }
 
+    // EXERCISE: thresholds - the 80 % and 20 % rules, in integer arithmetic
     /// Whether `len` waiting connections are enough to add a worker. Integer arithmetic:
     /// `len / capacity >= grow_at / 100` without rounding, so 8 of 10 is exactly 80 %.
     pub fn is_busy(&self, len: usize) -> bool {
@@ -96,6 +97,7 @@ impl ScalingPolicy {
     pub fn is_calm(&self, len: usize) -> bool {
         len * 100 <= usize::from(self.shrink_at_percent) * self.capacity
     }
+    // EXERCISE END
 }
 
 /// The worker count and the clock behind the shrink rule.

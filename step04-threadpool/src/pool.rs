@@ -167,6 +167,7 @@ impl ThreadPool {
     }
 }
 
+// EXERCISE: shutdown-by-drop - close the channel, let the queued jobs run, join every worker
 impl Drop for ThreadPool {
     /// Closes the channel, lets the workers run every job still queued, and joins them all.
     fn drop(&mut self) {
@@ -182,6 +183,7 @@ impl Drop for ThreadPool {
         }
     }
 }
+// EXERCISE END
 
 /// Uncounts a worker when its thread ends, however it ends.
 struct Alive<'a>(&'a Counters);
@@ -192,6 +194,7 @@ impl Drop for Alive<'_> {
     }
 }
 
+// EXERCISE: worker-loop - receive with the lock held, run the job without it, survive a panic
 /// One worker's life: receive a job, run it, repeat until the channel is closed and empty.
 fn work(id: usize, receiver: &Mutex<Receiver<Job>>, counters: &Counters) {
     let _alive = Alive(counters);
@@ -234,6 +237,7 @@ fn work(id: usize, receiver: &Mutex<Receiver<Job>>, counters: &Counters) {
         }
     }
 }
+// EXERCISE END
 
 #[cfg(test)]
 mod tests;

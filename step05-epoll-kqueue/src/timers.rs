@@ -128,6 +128,7 @@ impl Timers {
         self.place(b);
     }
 
+    // EXERCISE: timer-heap - restore the heap order after an entry moved
     fn sift_up(&mut self, mut index: usize) {
         while index > 0 {
             let parent = (index - 1) / 2;
@@ -157,6 +158,7 @@ impl Timers {
             index = smallest;
         }
     }
+    // EXERCISE END
 }
 
 #[cfg(test)]

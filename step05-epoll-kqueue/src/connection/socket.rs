@@ -29,6 +29,7 @@ pub(super) enum Flushed {
 }
 
 impl Connection {
+    // EXERCISE: read-until-wouldblock - edge-triggered: read until EWOULDBLOCK
     /// Reads more of the request; `Wait` when the socket has nothing now.
     pub(super) fn read_more(&mut self, cx: &mut Context) -> Step {
         loop {
@@ -61,6 +62,7 @@ impl Connection {
             }
         }
     }
+    // EXERCISE END
 
     fn wait_for_input(&mut self, cx: &mut Context) -> Step {
         if cx.shutting_down && matches!(self.state, State::Idle { .. }) {
