@@ -20,7 +20,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from servers import ROOT, binary, build_release, tree_usage  # noqa: E402
+from servers import binary, build_release, tree_usage  # noqa: E402
 
 
 def read_until(sock, buffer, wanted, deadline):

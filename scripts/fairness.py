@@ -71,6 +71,24 @@ def answers(host, port, stop_at, keep_open):
     return count
 
 
+def answers_per_client(host, port, clients, duration):
+    """Runs `clients` keep-alive clients for `duration` seconds; how many answers each got."""
+    counts, sockets = [0] * clients, []
+    stop_at = time.monotonic() + duration
+
+    def client(index):
+        counts[index] = answers(host, port, stop_at, sockets)
+
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(clients)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    for sock in sockets:
+        sock.close()
+    return counts
+
+
 def main(argv):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("step", help="a crate name, e.g. step04-threadpool")
@@ -81,19 +99,7 @@ def main(argv):
 
     build_release([args.step])
     with StepServer(args.step, args.options) as server:
-        counts, sockets = [0] * args.clients, []
-        stop_at = time.monotonic() + args.duration
-
-        def client(index):
-            counts[index] = answers(server.host, server.port, stop_at, sockets)
-
-        threads = [threading.Thread(target=client, args=(i,)) for i in range(args.clients)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
-        for sock in sockets:
-            sock.close()
+        counts = answers_per_client(server.host, server.port, args.clients, args.duration)
 
     answered = [count for count in counts if count > 0]
     label = " ".join([args.step, *args.options])

@@ -1,13 +1,18 @@
-"""Shared by the scripts: build and start a step, and measure its process tree.
+"""Shared by the scripts: start a step (or nginx or Apache beside it), and measure it.
 
-Not a command; `experiment.py`, `inflight_memory.py` and `compare` import it.
+Not a command; `experiment.py`, `inflight_memory.py`, `compare` and others import it.
 """
 
 import os
+import shutil
 import signal
+import socket
+import string
 import subprocess
 import sys
+import tempfile
 import threading
+import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PAGE_SIZE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
@@ -140,3 +145,162 @@ def tree_usage(root, pss=False):
             except (OSError, IndexError, ValueError):
                 pass
     return len(tree), threads, memory
+
+
+# --- peers: nginx and Apache, serving the same site from generated configs -----------------
+
+SITE = os.path.join(ROOT, "common", "site")
+PEERS_DIR = os.path.join(ROOT, "scripts", "peers")
+APACHE_MODULES = "/usr/lib/apache2/modules"
+
+
+def raise_fd_limit():
+    """Let this script and its children (servers, wrk) hold thousands of sockets."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
+def free_port():
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def wait_for_port(port, timeout=10.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            return True
+        except OSError:
+            time.sleep(0.05)
+    return False
+
+
+def render_template(name, workdir, **values):
+    """scripts/peers/<name> with `$values` filled in, written into `workdir`."""
+    with open(os.path.join(PEERS_DIR, name)) as source:
+        text = string.Template(source.read()).substitute(**values)
+    path = os.path.join(workdir, name)
+    with open(path, "w") as out:
+        out.write(text)
+    return path
+
+
+def copy_site(workdir):
+    """The site, where a peer's unprivileged workers can read it."""
+    root = os.path.join(workdir, "site")
+    shutil.copytree(SITE, root)
+    os.chmod(workdir, 0o755)
+    for folder, _, files in os.walk(root):
+        os.chmod(folder, 0o755)
+        for name in files:
+            os.chmod(os.path.join(folder, name), 0o644)
+    return root
+
+
+def nginx_peer(workers, keepalive_timeout="5s"):
+    """A function (port, workdir) -> Popen starting nginx with `workers`, or None if absent.
+    The keep-alive timeout is 5 s, as the steps' idle timeout, unless said otherwise."""
+    def start(port, workdir):
+        for folder in ("logs", "temp"):
+            os.makedirs(os.path.join(workdir, folder), exist_ok=True)
+        conf = render_template("nginx.conf", workdir, port=port, workers=workers,
+                               prefix=workdir, root=copy_site(workdir),
+                               keepalive_timeout=keepalive_timeout)
+        return subprocess.Popen(["nginx", "-p", workdir, "-c", conf], stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL, start_new_session=True)
+    return start if shutil.which("nginx") else None
+
+
+def apache_peer(mpm):
+    """A function (port, workdir) -> Popen starting Apache with `mpm`, or None if absent."""
+    def start(port, workdir):
+        conf = render_template("apache.conf", workdir, port=port, mpm=mpm, prefix=workdir,
+                               modules=APACHE_MODULES, root=copy_site(workdir))
+        return subprocess.Popen(["apache2", "-f", conf, "-DFOREGROUND"], stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL, start_new_session=True)
+    installed = shutil.which("apache2") and os.path.exists(f"{APACHE_MODULES}/mod_mpm_{mpm}.so")
+    return start if installed else None
+
+
+class PeerServer:
+    """A peer started by `start(port, workdir)` on a free port, stopped by pid (and group)."""
+
+    def __init__(self, label, start):
+        self.workdir = tempfile.mkdtemp(prefix="peer-")
+        self.port = free_port()
+        self.host = "127.0.0.1"
+        self.process = start(self.port, self.workdir)
+        if not wait_for_port(self.port):
+            self.stop()
+            raise RuntimeError(f"{label} did not start (see {self.workdir})")
+        self.url = f"http://127.0.0.1:{self.port}"
+
+    @property
+    def pid(self):
+        return self.process.pid
+
+    def stop(self):
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                pass
+        try:
+            os.killpg(self.process.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+        self.process.wait()
+        shutil.rmtree(self.workdir, ignore_errors=True)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.stop()
+
+
+# --- measuring a running server -----------------------------------------------------------
+
+class Sampler:
+    """Peak processes, threads and RSS (KiB) of a process tree, sampled while a load runs."""
+
+    def __init__(self, pid, interval=0.25):
+        self.pid = pid
+        self.interval = interval
+        self.peak = [0, 0, 0]
+        self.stop_event = threading.Event()
+        self.thread = threading.Thread(target=self.run, daemon=True)
+
+    def run(self):
+        while True:
+            usage = tree_usage(self.pid)
+            self.peak = [max(old, new) for old, new in zip(self.peak, usage)]
+            if self.stop_event.wait(self.interval):
+                return
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop_event.set()
+        self.thread.join()
+
+
+def machine():
+    """`2 cores (CPU model), Linux 6.x`: the line every table of measurements states."""
+    import platform
+
+    cpu = "unknown CPU"
+    try:
+        with open("/proc/cpuinfo") as info:
+            cpu = next((l.split(":", 1)[1].strip() for l in info if l.startswith("model name")), cpu)
+    except OSError:
+        pass
+    return f"{os.cpu_count()} cores ({cpu}), {platform.system()} {platform.release()}"

@@ -1,0 +1,262 @@
+#!/usr/bin/env python3
+"""The performance targets, measured side by side in one run: our fast steps against nginx.
+
+Each row pits one of our steps against the real server it corresponds to, under the same wrk
+load, interleaved (ours, theirs, ours, theirs, ...), and reports the median of --runs runs and
+the ratio. Rows:
+
+  step05 (one thread)        vs nginx, worker_processes 1:     keep-alive c100, close c100
+  step06 (a worker per core) vs nginx, worker_processes auto:  keep-alive c100 and c1000, close c100
+  step04 (a pool)            vs Apache, worker MPM:            close c100; keep-alive c100, with
+                                                               how many clients are answered at all
+  step07 -> step06 upstream  vs nginx proxy_pass -> the same upstream (keepalive pool), c100
+  idle keep-alive memory at 10 000 connections: step05, step06, nginx
+
+A row whose peer (or step) is not installed is skipped with a printed line. The servers and
+wrk share this machine's cores; nothing is pinned unless --pin.
+
+Examples:
+  python3 scripts/bench_vs_nginx.py                     # about 6 minutes
+  python3 scripts/bench_vs_nginx.py --runs 1 --duration 2 --rows step05
+  python3 scripts/bench_vs_nginx.py --write-docs        # also updates docs/performance.md
+"""
+
+import argparse
+import datetime
+import json
+import os
+import statistics
+import subprocess
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from fairness import answers_per_client  # noqa: E402
+from load import run_wrk  # noqa: E402
+from servers import (  # noqa: E402
+    ROOT, PeerServer, StepServer, apache_peer, build_release, machine, nginx_peer, raise_fd_limit,
+    render_template,
+)
+
+DOC = os.path.join(ROOT, "docs", "performance.md")
+BEGIN, END = "<!-- bench_vs_nginx: begin -->", "<!-- bench_vs_nginx: end -->"
+
+
+def step(crate, *options):
+    return ("step", crate, list(options))
+
+
+def peer(label, start):
+    return ("peer", label, start)
+
+
+def start_server(spec):
+    kind, name, extra = spec
+    if kind == "step":
+        return StepServer(name, extra)
+    return PeerServer(name, extra)
+
+
+def label(spec):
+    kind, name, extra = spec
+    return " ".join([name, *extra]) if kind == "step" else name
+
+
+# (row, workload, ours, theirs, clients, keep_alive, target ratio)
+def comparisons(rows):
+    nginx1, nginx_auto, apache_worker = nginx_peer(1), nginx_peer("auto"), apache_peer("worker")
+    plan = []
+    if "step05" in rows:
+        ours = step("step05-epoll-kqueue")
+        if nginx1:
+            theirs = peer("nginx, worker_processes 1", nginx1)
+            plan += [("step05", "keep-alive c100", ours, theirs, 100, True, 1.2),
+                     ("step05", "close c100", ours, theirs, 100, False, 1.1)]
+        else:
+            print("bench_vs_nginx: skipping the step05 row: nginx is not installed")
+    if "step06" in rows:
+        ours = step("step06-master-worker")
+        if nginx_auto:
+            theirs = peer("nginx, worker_processes auto", nginx_auto)
+            plan += [("step06", "keep-alive c100", ours, theirs, 100, True, 1.2),
+                     ("step06", "keep-alive c1000", ours, theirs, 1000, True, 1.2),
+                     ("step06", "close c100", ours, theirs, 100, False, 1.1)]
+        else:
+            print("bench_vs_nginx: skipping the step06 row: nginx is not installed")
+    if "step04" in rows:
+        ours = step("step04-threadpool")
+        if apache_worker:
+            theirs = peer("Apache, worker MPM", apache_worker)
+            plan += [("step04", "close c100", ours, theirs, 100, False, 1.0),
+                     ("step04", "keep-alive c100", ours, theirs, 100, True, None)]
+        else:
+            print("bench_vs_nginx: skipping the step04 row: Apache is not installed")
+    return plan
+
+
+def proxy_comparison(rows, runs, duration):
+    """step07 -> step06 against nginx proxy_pass -> the same step06, c100 keep-alive."""
+    if "step07" not in rows:
+        return None
+    if not os.path.isdir(os.path.join(ROOT, "step07-reverse-proxy")):
+        print("bench_vs_nginx: skipping the step07 row: step07 is not in this workspace yet")
+        return None
+    template = os.path.join(ROOT, "scripts", "peers", "nginx-proxy.conf")
+    if not (nginx_peer(1) and os.path.exists(template)):
+        print("bench_vs_nginx: skipping the step07 row: nginx or scripts/peers/nginx-proxy.conf missing")
+        return None
+    results = {"ours": [], "theirs": []}
+    with StepServer("step06-master-worker") as upstream:
+        config = os.path.join(ROOT, "target", "bench-vs-nginx-proxy.toml")
+        os.makedirs(os.path.dirname(config), exist_ok=True)
+        with open(config, "w") as out:
+            out.write(f'[[upstream]]\nname = "app"\nservers = ["{upstream.host}:{upstream.port}"]\n\n'
+                      f'[[route]]\nprefix = "/"\nupstream = "app"\n')
+
+        def nginx_proxy(port, workdir):
+            os.makedirs(os.path.join(workdir, "logs"), exist_ok=True)
+            os.makedirs(os.path.join(workdir, "temp"), exist_ok=True)
+            conf = render_template("nginx-proxy.conf", workdir, port=port, workers="auto",
+                                   prefix=workdir, upstream=f"{upstream.host}:{upstream.port}")
+            return subprocess.Popen(["nginx", "-p", workdir, "-c", conf], stdout=subprocess.DEVNULL,
+                                    stderr=subprocess.DEVNULL, start_new_session=True)
+
+        for run in range(runs):
+            for side, spec in (("ours", step("step07-reverse-proxy", "--config", config)),
+                               ("theirs", peer("nginx proxy_pass", nginx_proxy))):
+                with start_server(spec) as server:
+                    result = run_wrk(server.url + "/", 100, duration, keep_alive=True)
+                if result:
+                    results[side].append(result)
+                print(f"run {run + 1}/{runs}: step07 proxy {side:<6} "
+                      f"{result['requests_per_s'] if result else 0:>10,.0f} req/s")
+    return results
+
+
+def idle_memory(rows):
+    if "idle" not in rows:
+        return []
+    found = []
+    for name in ("step05-epoll-kqueue", "step06-master-worker", "nginx"):
+        output = subprocess.run([sys.executable, os.path.join(ROOT, "scripts", "idle_conns.py"),
+                                 name, "-n", "10000", "--json"], capture_output=True, text=True)
+        try:
+            found.append(json.loads(output.stdout))
+        except ValueError:
+            print(f"bench_vs_nginx: idle memory of {name} failed: {output.stderr.strip()[-200:]}")
+    return found
+
+
+def med(results, key):
+    return statistics.median(r[key] for r in results) if results else None
+
+
+def render(report):
+    meta = report["meta"]
+    lines = [
+        f"Measured {meta['date']} on {meta['machine']} with `{meta['command']}`: wrk "
+        f"(`-t2`, {meta['duration_s']} s per run), each figure the median of {meta['runs']} interleaved runs.",
+        "The servers and wrk share the machine's cores; nothing was pinned.",
+        "",
+        "| ours | against, same run | load | ours req/s | theirs req/s | ratio | target | ours p99 ms | theirs p99 ms |",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for row in report["rows"]:
+        ratio = row["ratio"]
+        target = f"≥ {row['target']:.1f}×" if row["target"] else "(measured)"
+        met = "" if row["target"] is None else (" ✓" if ratio >= row["target"] else " ✗")
+        lines.append(
+            f"| {row['ours']} | {row['theirs']} | {row['workload']} | {row['ours_rps']:,.0f} | "
+            f"{row['theirs_rps']:,.0f} | {ratio:.2f}×{met} | {target} | {row['ours_p99']:.1f} | {row['theirs_p99']:.1f} |"
+        )
+    for row in report.get("fairness", []):
+        lines.append("")
+        lines.append(f"Keep-alive c100, who is answered at all ({row['duration_s']} s): "
+                     f"{row['server']} answered {row['answered']} of {row['clients']} clients.")
+    if report.get("proxy"):
+        p = report["proxy"]
+        lines += ["", f"step07 → step06 against nginx `proxy_pass` → the same step06 (keep-alive c100): "
+                      f"{p['ours_rps']:,.0f} against {p['theirs_rps']:,.0f} req/s ({p['ratio']:.2f}×, target ≥ 1.0×); "
+                      f"p99 {p['ours_p99']:.1f} against {p['theirs_p99']:.1f} ms."]
+    if report.get("idle"):
+        lines += ["", "| idle keep-alive connections | processes | bytes per connection (RSS) |", "|---|---:|---:|"]
+        for row in report["idle"]:
+            lines.append(f"| {row['server']}, {row['connections']:,} | {row['processes']} | {row['bytes_per_connection']} |")
+    return "\n".join(lines)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     epilog=__doc__.split("\n\n", 1)[1],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--duration", type=int, default=5)
+    parser.add_argument("--rows", default="step05,step06,step04,step07,idle",
+                        help="which rows (default all: step05,step06,step04,step07,idle)")
+    parser.add_argument("--write-docs", action="store_true", help=f"update the table in {DOC}")
+    args = parser.parse_args()
+    rows = set(args.rows.split(","))
+    raise_fd_limit()
+    build_release([c for c in ("step04-threadpool", "step05-epoll-kqueue", "step06-master-worker",
+                               "step07-reverse-proxy") if os.path.isdir(os.path.join(ROOT, c))])
+
+    plan = comparisons(rows)
+    results = {i: {"ours": [], "theirs": []} for i in range(len(plan))}
+    for run in range(args.runs):
+        for i, (row, workload, ours, theirs, clients, keep_alive, _) in enumerate(plan):
+            for side, spec in (("ours", ours), ("theirs", theirs)):
+                with start_server(spec) as server:
+                    result = run_wrk(server.url + "/", clients, args.duration, keep_alive)
+                if result:
+                    results[i][side].append(result)
+                print(f"run {run + 1}/{args.runs}: {label(spec):<32} {workload:<17} "
+                      f"{result['requests_per_s'] if result else 0:>10,.0f} req/s  "
+                      f"p99 {result['p99_ms'] if result else 0:7.1f} ms")
+
+    report = {"meta": {"date": datetime.date.today().isoformat(), "machine": machine(),
+                       "command": "python3 scripts/bench_vs_nginx.py " + " ".join(sys.argv[1:]),
+                       "runs": args.runs, "duration_s": args.duration},
+              "rows": [], "fairness": []}
+    for i, (row, workload, ours, theirs, clients, keep_alive, target) in enumerate(plan):
+        mine, other = results[i]["ours"], results[i]["theirs"]
+        if not mine or not other:
+            continue
+        report["rows"].append({
+            "ours": label(ours), "theirs": label(theirs), "workload": workload, "target": target,
+            "ours_rps": med(mine, "requests_per_s"), "theirs_rps": med(other, "requests_per_s"),
+            "ratio": med(mine, "requests_per_s") / med(other, "requests_per_s"),
+            "ours_p99": med(mine, "p99_ms"), "theirs_p99": med(other, "p99_ms"),
+        })
+        if row == "step04" and keep_alive:
+            for spec in (ours, theirs):
+                with start_server(spec) as server:
+                    counts = answers_per_client(server.host, server.port, clients, args.duration)
+                report["fairness"].append({"server": label(spec), "clients": clients,
+                                           "answered": sum(1 for c in counts if c), "duration_s": args.duration})
+    proxy = proxy_comparison(rows, args.runs, args.duration)
+    if proxy and proxy["ours"] and proxy["theirs"]:
+        report["proxy"] = {"ours_rps": med(proxy["ours"], "requests_per_s"),
+                           "theirs_rps": med(proxy["theirs"], "requests_per_s"),
+                           "ratio": med(proxy["ours"], "requests_per_s") / med(proxy["theirs"], "requests_per_s"),
+                           "ours_p99": med(proxy["ours"], "p99_ms"), "theirs_p99": med(proxy["theirs"], "p99_ms")}
+    report["idle"] = idle_memory(rows)
+
+    table = render(report)
+    print("\n" + table)
+    os.makedirs(os.path.join(ROOT, "target"), exist_ok=True)
+    with open(os.path.join(ROOT, "target", "bench-vs-nginx.json"), "w") as out:
+        json.dump(report, out, indent=1)
+    if args.write_docs:
+        with open(DOC) as source:
+            text = source.read()
+        if BEGIN not in text or END not in text:
+            sys.exit(f"bench_vs_nginx: {DOC} has no {BEGIN} ... {END} region")
+        head, _, rest = text.partition(BEGIN)
+        _, _, tail = rest.partition(END)
+        with open(DOC, "w") as out:
+            out.write(f"{head}{BEGIN}\n{table}\n{END}{tail}")
+        print(f"wrote the table into {DOC}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
