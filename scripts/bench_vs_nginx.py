@@ -13,7 +13,7 @@ the ratio. Rows:
   idle keep-alive memory at 10 000 connections: step05, step06, nginx
 
 A row whose peer (or step) is not installed is skipped with a printed line. The servers and
-wrk share this machine's cores; nothing is pinned unless --pin.
+wrk share this machine's cores; nothing is pinned.
 
 Examples:
   python3 scripts/bench_vs_nginx.py                     # about 6 minutes
@@ -34,11 +34,10 @@ from fairness import answers_per_client  # noqa: E402
 from load import run_wrk  # noqa: E402
 from servers import (  # noqa: E402
     ROOT, PeerServer, StepServer, apache_peer, build_release, machine, nginx_peer, raise_fd_limit,
-    render_template,
+    render_template, write_region,
 )
 
 DOC = os.path.join(ROOT, "docs", "performance.md")
-BEGIN, END = "<!-- bench_vs_nginx: begin -->", "<!-- bench_vs_nginx: end -->"
 
 
 def step(crate, *options):
@@ -246,15 +245,7 @@ def main():
     with open(os.path.join(ROOT, "target", "bench-vs-nginx.json"), "w") as out:
         json.dump(report, out, indent=1)
     if args.write_docs:
-        with open(DOC) as source:
-            text = source.read()
-        if BEGIN not in text or END not in text:
-            sys.exit(f"bench_vs_nginx: {DOC} has no {BEGIN} ... {END} region")
-        head, _, rest = text.partition(BEGIN)
-        _, _, tail = rest.partition(END)
-        with open(DOC, "w") as out:
-            out.write(f"{head}{BEGIN}\n{table}\n{END}{tail}")
-        print(f"wrote the table into {DOC}")
+        write_region(DOC, "bench_vs_nginx", table)
     return 0
 
 

@@ -147,6 +147,20 @@ def tree_usage(root, pss=False):
     return len(tree), threads, memory
 
 
+def write_region(path, name, text):
+    """Replaces what lies between `<!-- name: begin -->` and `<!-- name: end -->` in `path`."""
+    begin, end = f"<!-- {name}: begin -->", f"<!-- {name}: end -->"
+    with open(path) as source:
+        whole = source.read()
+    if begin not in whole or end not in whole:
+        sys.exit(f"{name}: {path} has no {begin} ... {end} region")
+    head, _, rest = whole.partition(begin)
+    _, _, tail = rest.partition(end)
+    with open(path, "w") as out:
+        out.write(f"{head}{begin}\n{text}\n{end}{tail}")
+    print(f"wrote the table into {path}")
+
+
 # --- peers: nginx and Apache, serving the same site from generated configs -----------------
 
 SITE = os.path.join(ROOT, "common", "site")
