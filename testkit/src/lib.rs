@@ -14,6 +14,7 @@
 //! - [`load`]: many requests at once, for the timing-ratio tests.
 //! - [`procfs`]: counting a server's children, zombies, threads and CPU time on Linux.
 //! - [`tools`]: external tools a test needs (python3), skipped with a printed reason.
+//! - [`upstream`]: small HTTP upstreams for the reverse proxy to stand in front of.
 
 pub mod client;
 pub mod contract;
@@ -22,6 +23,7 @@ pub mod load;
 pub mod procfs;
 pub mod server;
 pub mod tools;
+pub mod upstream;
 
 pub use client::{Client, Response, get};
 pub use server::Server;
