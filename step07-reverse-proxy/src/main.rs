@@ -128,6 +128,13 @@ fn main() {
         stop_timeout: args.common.grace() + std::time::Duration::from_secs(2),
     };
     let master = Master::start(master_config, listening).unwrap_or_else(|error| fail(error));
+    // After the contract's `listening on` line, which must come first. With `--admin
+    // 127.0.0.1:0` this is where the port the kernel chose can be read.
+    if let Some(address) = admin.as_ref().and_then(|admin| admin.local_addr().ok()) {
+        log::event(format_args!(
+            "admin: listening on http://{address} (/health, /metrics, /config)"
+        ));
+    }
     if let Some(demo) = &demo {
         let addrs: Vec<String> = demo.addrs.iter().map(ToString::to_string).collect();
         log::event(format_args!(
