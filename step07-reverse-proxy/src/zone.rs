@@ -167,9 +167,8 @@ impl Zone {
 
     /// The active checks' verdict on `upstream` (written by worker 0 only).
     pub fn set_down(&self, upstream: usize, down: bool) {
-        if upstream < self.upstreams {
-            self.word(upstream)
-                .map(|word| word.store(u64::from(down), Ordering::Relaxed));
+        if let Some(word) = self.word(upstream).filter(|_| upstream < self.upstreams) {
+            word.store(u64::from(down), Ordering::Relaxed);
         }
     }
 
