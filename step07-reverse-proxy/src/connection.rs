@@ -41,6 +41,7 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, proxy: Arc<Proxy>, role:
     let mut client = Client {
         stream,
         peer,
+        role,
         buf: Vec::new(),
     };
     client.serve(&proxy, role).await;
@@ -53,6 +54,9 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, proxy: Arc<Proxy>, role:
 pub struct Client {
     pub stream: TcpStream,
     pub peer: SocketAddr,
+    /// Only a client's answers count in `/metrics`: the admin port's own (a scrape every few
+    /// seconds) are not traffic.
+    pub role: Role,
     /// Read, not consumed: the rest of a head, a body's first bytes, pipelined requests.
     pub buf: Vec<u8>,
 }
@@ -169,14 +173,28 @@ impl Client {
 
     /// Writes one of the proxy's own responses and says what became of the connection.
     pub async fn respond(&mut self, proxy: &Proxy, response: &Response, keep_alive: bool) -> Outcome {
+        self.respond_for(proxy, response, keep_alive, None).await
+    }
+
+    /// Writes one of the proxy's own responses about `upstream` (a 502 or 504 because of it):
+    /// counted, and logged, under that upstream, so that `/metrics` shows whose errors they are.
+    pub async fn respond_for(
+        &mut self,
+        proxy: &Proxy,
+        response: &Response,
+        keep_alive: bool,
+        upstream: Option<usize>,
+    ) -> Outcome {
         let mut out = Vec::new();
         proxy.site.render(response, keep_alive, &mut out);
-        proxy.zone.answered(proxy.worker.index, None, response.status);
+        if self.role == Role::Client {
+            proxy.zone.answered(proxy.worker.index, upstream, response.status);
+        }
         let written = self.write(proxy, &out).await;
         Outcome {
             status: Some(response.status),
             bytes: if response.head_only { 0 } else { response.body.len() as u64 },
-            upstream: None,
+            upstream,
             upstream_time: None,
             keep_alive: written && keep_alive && !response.close,
             linger: written && response.close,

@@ -83,7 +83,7 @@ pub async fn forward(client: &mut Client, proxy: &Proxy, request: &Request, forw
             "502 Bad Gateway: no upstream of group \"{}\" is available right now; try again later\n",
             group.name
         );
-        return gateway_error(client, proxy, 502, page, body_sent_already).await;
+        return gateway_error(client, proxy, request, 502, page, body_sent_already, None).await;
     };
     if request.expect_continue && !client.write(proxy, b"HTTP/1.1 100 Continue\r\n\r\n").await {
         return Outcome::closed();
@@ -128,9 +128,7 @@ pub async fn forward(client: &mut Client, proxy: &Proxy, request: &Request, forw
                 } else {
                     (502, "502 Bad Gateway: the upstream could not be reached or sent a bad answer\n")
                 };
-                let mut outcome = gateway_error(client, proxy, status, page.into(), body_sent_already).await;
-                outcome.upstream = Some(upstream);
-                return outcome;
+                return gateway_error(client, proxy, request, status, page.into(), body_sent_already, Some(upstream)).await;
             }
             Exchange::Client(error) => return client.body_failed(proxy, error).await,
         }
@@ -216,9 +214,7 @@ async fn relay(
         ));
         proxy.upstreams.failed(upstream);
         let page = "502 Bad Gateway: the upstream sent an answer we cannot pass on\n";
-        let mut outcome = gateway_error(client, proxy, 502, page.into(), body_sent).await;
-        outcome.upstream = Some(upstream);
-        return outcome;
+        return gateway_error(client, proxy, request, 502, page.into(), body_sent, Some(upstream)).await;
     }
     let content_length = response
         .headers()
@@ -322,14 +318,23 @@ async fn relay(
     }
 }
 
-/// The proxy's own 502 or 504. The connection stays open if the request's body was read whole.
-async fn gateway_error(client: &mut Client, proxy: &Proxy, status: u16, page: String, body_read: bool) -> Outcome {
+/// The proxy's own 502 or 504, because of `upstream` (`None`: none was available). The
+/// connection stays open if the request's body was read whole, and the client wants it open.
+async fn gateway_error(
+    client: &mut Client,
+    proxy: &Proxy,
+    request: &Request,
+    status: u16,
+    page: String,
+    body_read: bool,
+    upstream: Option<usize>,
+) -> Outcome {
     let response = Response {
         close: !body_read,
         ..Response::text(status, page.into_bytes())
     };
-    let keep_alive = body_read && !proxy.shutting_down();
-    client.respond(proxy, &response, keep_alive).await
+    let keep_alive = request.keep_alive && body_read && !proxy.shutting_down();
+    client.respond_for(proxy, &response, keep_alive, upstream).await
 }
 
 /// Polls `future` once: its output if it is ready now, without waiting.

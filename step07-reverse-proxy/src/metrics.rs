@@ -28,7 +28,7 @@ pub fn render(config: &Config, zone: &Zone, workers: usize) -> String {
         )
     };
 
-    family(&mut out, "proxy_requests_total", "counter", "Responses sent to clients, by the upstream that answered (none: the proxy itself) and status class.");
+    family(&mut out, "proxy_requests_total", "counter", "Responses sent to clients, by status class and by the upstream that answered or caused the 502 or 504 (none: the proxy answered by itself).");
     for worker in 0..workers {
         let mut series = |labels: &str, upstream: Option<usize>| {
             for class in 0..CLASSES {

@@ -192,13 +192,18 @@ fn a_refused_upstream_gets_502_and_when_all_are_out_a_clear_page() {
         1,
         &["--quiet"],
     );
-    let response = proxy.get("/");
+    // Asked to close, the proxy closes after its 502, as after any answer.
+    let mut client = Client::connect(proxy.addr());
+    client.send(b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n");
+    let response = client.read_response();
     assert_eq!(response.status, 502, "{response:?}");
     assert!(
         response.text().contains("could not be reached"),
         "{}",
         response.text()
     );
+    assert_eq!(response.header("connection"), Some("close"));
+    assert!(client.closes_within(Duration::from_secs(3)), "still open");
     // Both were tried (a GET is retried once) and both are now ejected.
     let response = proxy.get("/");
     assert_eq!(response.status, 502, "{response:?}");
@@ -214,6 +219,13 @@ fn a_refused_upstream_gets_502_and_when_all_are_out_a_clear_page() {
             .header("content-type")
             .is_some_and(|t| t.starts_with("text/plain"))
     );
+    // Kept alive, a connection carries on after a 502.
+    let mut client = Client::connect(proxy.addr());
+    for _ in 0..2 {
+        let response = client.get("/");
+        assert_eq!(response.status, 502);
+        assert_eq!(response.header("connection"), Some("keep-alive"));
+    }
     // The proxy itself is fine.
     assert_eq!(proxy.get("/stats").status, 200);
     proxy.server.assert_no_panic();
