@@ -531,8 +531,7 @@ fn ten_megabytes_stream_both_ways_through_a_worker_whose_memory_barely_moves() {
     }
     let upstream = Upstream::start("a");
     let proxy = Proxy::start(&one_group("", &[upstream.addr()]), 1, &["--quiet"]);
-    let workers = proxy.workers();
-    assert_eq!(workers.len(), 1, "{workers:?}");
+    let workers = proxy.wait_for_workers(1);
     // Warm up: the first transfers fill the allocator's and the HTTP client's pools.
     upload(&proxy, 1024 * 1024, 0);
     download(&proxy, 1024 * 1024, Duration::ZERO);

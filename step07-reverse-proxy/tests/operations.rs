@@ -31,11 +31,7 @@ fn sighup_with_a_broken_file_keeps_the_configuration_in_force() {
     );
     let admin = proxy.admin_addr();
     let config_before = admin_get(admin, "/config").text();
-    let workers_before: BTreeSet<u32> = wait_for(Duration::from_secs(10), || {
-        let workers = proxy.workers();
-        (workers.len() == 2).then(|| workers.into_iter().collect())
-    })
-    .expect("two workers");
+    let workers_before: BTreeSet<u32> = proxy.wait_for_workers(2).into_iter().collect();
     let refusals = || {
         proxy
             .server

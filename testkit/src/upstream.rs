@@ -262,15 +262,16 @@ fn serve(mut stream: TcpStream, name: &str, state: &State) {
                 .unwrap_or(0)
         };
         let pace = Duration::from_micros(param("pace_us"));
+        let head_only = head.starts_with("HEAD ");
         let Some((bytes, hash)) = read_body(&mut stream, &mut buf, length, chunked, pace) else {
             return;
         };
         // By the last segment, so that any route prefix reaches the same behaviour.
         let answered = match path.rsplit('/').next().unwrap_or_default() {
-            "echo" => answer(&mut stream, name, "200 OK", "", head.as_bytes()),
+            "echo" => answer(&mut stream, head_only, name, "200 OK", "", head.as_bytes()),
             "sleep" => {
                 thread::sleep(Duration::from_millis(param("ms")));
-                answer(&mut stream, name, "200 OK", "", b"slept\n")
+                answer(&mut stream, head_only, name, "200 OK", "", b"slept\n")
             }
             "hold" => {
                 hold(&mut stream, state);
@@ -278,12 +279,13 @@ fn serve(mut stream: TcpStream, name: &str, state: &State) {
             }
             "upload" => {
                 let body = format!("bytes={bytes} fnv={hash:016x}\n");
-                answer(&mut stream, name, "200 OK", "", body.as_bytes())
+                answer(&mut stream, head_only, name, "200 OK", "", body.as_bytes())
             }
             "download" => download(&mut stream, name, param("bytes")),
             "trickle" => trickle(&mut stream, name, param("chunks"), param("gap_ms")),
             "redirect" => answer(
                 &mut stream,
+                head_only,
                 name,
                 "302 Found",
                 "Location: /elsewhere\r\n",
@@ -291,6 +293,7 @@ fn serve(mut stream: TcpStream, name: &str, state: &State) {
             ),
             "gzip" => answer(
                 &mut stream,
+                head_only,
                 name,
                 "200 OK",
                 "Content-Type: text/plain\r\nContent-Encoding: gzip\r\n",
@@ -298,6 +301,7 @@ fn serve(mut stream: TcpStream, name: &str, state: &State) {
             ),
             "hop" => answer(
                 &mut stream,
+                head_only,
                 name,
                 "200 OK",
                 "Connection: X-Hop\r\nX-Hop: 1\r\nKeep-Alive: timeout=5\r\n\
@@ -306,6 +310,7 @@ fn serve(mut stream: TcpStream, name: &str, state: &State) {
             ),
             _ => answer(
                 &mut stream,
+                head_only,
                 name,
                 "200 OK",
                 "",
@@ -419,14 +424,24 @@ fn read_body(
     }
 }
 
-fn answer(stream: &mut TcpStream, name: &str, status: &str, extra: &str, body: &[u8]) -> bool {
+/// Writes an answer; `head_only` for a `HEAD` request, whose answer has no body.
+fn answer(
+    stream: &mut TcpStream,
+    head_only: bool,
+    name: &str,
+    status: &str,
+    extra: &str,
+    body: &[u8],
+) -> bool {
     let head = format!(
         "HTTP/1.1 {status}\r\nX-Served-By: {name}\r\nServer: test-upstream\r\n{extra}\
          Content-Length: {}\r\n\r\n",
         body.len()
     );
     let mut out = head.into_bytes();
-    out.extend_from_slice(body);
+    if !head_only {
+        out.extend_from_slice(body);
+    }
     stream.write_all(&out).is_ok()
 }
 

@@ -107,6 +107,15 @@ impl Proxy {
             .unwrap_or_else(|| panic!("bad admin line {line:?}"))
     }
 
+    /// The pids of the master's `count` workers, once they are all there.
+    pub fn wait_for_workers(&self, count: usize) -> Vec<u32> {
+        wait_for(Duration::from_secs(10), || {
+            let workers = self.workers();
+            (workers.len() == count).then_some(workers)
+        })
+        .unwrap_or_else(|| panic!("not {count} workers: {:?}", self.workers()))
+    }
+
     /// The pids of the workers serving now (the master's children).
     pub fn workers(&self) -> Vec<u32> {
         testkit::procfs::children_of(self.server.pid())
