@@ -54,7 +54,10 @@ pub fn reply(head: &RequestHead<'_>, proxy: &Proxy) -> Reply {
             let text = format!("# source: {}\n{}", proxy.config.source, proxy.config.text);
             Response::new(200, "application/toml", text.into_bytes())
         }
-        _ => Response::text(404, &b"404 Not Found: try /health, /metrics or /config\n"[..]),
+        _ => Response::text(
+            404,
+            &b"404 Not Found: try /health, /metrics or /config\n"[..],
+        ),
     };
     response.head_only |= head_method;
     Reply {

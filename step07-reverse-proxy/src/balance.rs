@@ -71,7 +71,11 @@ impl Ring {
 }
 
 /// Round robin: the first available member from turn `turn` on.
-pub fn round_robin(members: usize, turn: usize, available: impl Fn(usize) -> bool) -> Option<usize> {
+pub fn round_robin(
+    members: usize,
+    turn: usize,
+    available: impl Fn(usize) -> bool,
+) -> Option<usize> {
     (0..members)
         .map(|i| (turn + i) % members)
         .find(|&position| available(position))
@@ -107,9 +111,13 @@ mod tests {
 
     #[test]
     fn round_robin_takes_turns_and_skips_the_unavailable() {
-        let picks: Vec<_> = (0..6).filter_map(|turn| round_robin(3, turn, |_| true)).collect();
+        let picks: Vec<_> = (0..6)
+            .filter_map(|turn| round_robin(3, turn, |_| true))
+            .collect();
         assert_eq!(picks, [0, 1, 2, 0, 1, 2]);
-        let picks: Vec<_> = (0..4).filter_map(|turn| round_robin(3, turn, |p| p != 1)).collect();
+        let picks: Vec<_> = (0..4)
+            .filter_map(|turn| round_robin(3, turn, |p| p != 1))
+            .collect();
         assert_eq!(picks, [0, 2, 2, 0]);
         assert_eq!(round_robin(3, 0, |_| false), None);
     }
@@ -152,7 +160,10 @@ mod tests {
             }
         }
         // 1/4 expected; `hash % n` would move 3/4.
-        assert!((1_500..3_500).contains(&moved), "{moved} of 10000 keys moved");
+        assert!(
+            (1_500..3_500).contains(&moved),
+            "{moved} of 10000 keys moved"
+        );
         let modulo_moved = keys
             .iter()
             .filter(|key| hash64(key.as_bytes()) % 3 != hash64(key.as_bytes()) % 4)

@@ -195,7 +195,8 @@ mod tests {
 
     async fn collect(mut body: RequestBody) -> Result<Vec<u8>, io::Error> {
         let mut out = Vec::new();
-        while let Some(frame) = std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await {
+        while let Some(frame) = std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await
+        {
             if let Ok(data) = frame?.into_data() {
                 out.extend_from_slice(&data);
             }
@@ -219,7 +220,14 @@ mod tests {
             let mut client: &[u8] = b"6\r\n world\r\n0\r\n\r\nGET / HTTP/1.1\r\n";
             let second = Duration::from_secs(1);
             let (pumped, data) = tokio::join!(
-                pump(&mut client, &mut buf, BodyFraming::Chunked, Some(&sender), second, second),
+                pump(
+                    &mut client,
+                    &mut buf,
+                    BodyFraming::Chunked,
+                    Some(&sender),
+                    second,
+                    second
+                ),
                 collect(body)
             );
             assert!(pumped.is_ok());
@@ -237,7 +245,15 @@ mod tests {
             let mut client: &[u8] = b"";
             let second = Duration::from_secs(1);
             let pumping = async {
-                let result = pump(&mut client, &mut buf, BodyFraming::Length(100), Some(&sender), second, second).await;
+                let result = pump(
+                    &mut client,
+                    &mut buf,
+                    BodyFraming::Length(100),
+                    Some(&sender),
+                    second,
+                    second,
+                )
+                .await;
                 drop(sender);
                 result
             };
@@ -253,7 +269,15 @@ mod tests {
             let mut buf = b"zz\r\n".to_vec();
             let mut client: &[u8] = b"";
             let second = Duration::from_secs(1);
-            let pumped = pump(&mut client, &mut buf, BodyFraming::Chunked, None, second, second).await;
+            let pumped = pump(
+                &mut client,
+                &mut buf,
+                BodyFraming::Chunked,
+                None,
+                second,
+                second,
+            )
+            .await;
             assert!(matches!(pumped, Err(BodyError::Malformed(_))));
         });
     }

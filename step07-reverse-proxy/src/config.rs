@@ -257,8 +257,8 @@ impl Config {
     ///
     /// One line: why the file cannot be read or used.
     pub fn load(path: &str) -> Result<Config, String> {
-        let text =
-            std::fs::read_to_string(path).map_err(|error| format!("cannot read {path}: {error}"))?;
+        let text = std::fs::read_to_string(path)
+            .map_err(|error| format!("cannot read {path}: {error}"))?;
         Config::parse(path, &text).map_err(|error| format!("{path}: {error}"))
     }
 
@@ -268,8 +268,13 @@ impl Config {
     ///
     /// One line saying what is wrong (TOML's own message for syntax errors, on one line).
     pub fn parse(source: &str, text: &str) -> Result<Config, String> {
-        let file: ConfigFile = toml::from_str(text)
-            .map_err(|error| error.to_string().split_whitespace().collect::<Vec<_>>().join(" "))?;
+        let file: ConfigFile = toml::from_str(text).map_err(|error| {
+            error
+                .to_string()
+                .split_whitespace()
+                .collect::<Vec<_>>()
+                .join(" ")
+        })?;
         let proxy = file.proxy;
         for (name, value) in [
             ("connect_timeout_ms", proxy.connect_timeout_ms),
@@ -380,9 +385,14 @@ fn check_group(
         // wrong when it changes) or per request (a resolver in the request path). Service
         // discovery is its own subject (docs/07-reverse-proxy.md).
         let addr: SocketAddr = address.parse().map_err(|_| {
-            format!("{context}: upstream {address:?} is not an IP:port address (e.g. 127.0.0.1:9001)")
+            format!(
+                "{context}: upstream {address:?} is not an IP:port address (e.g. 127.0.0.1:9001)"
+            )
         })?;
-        if upstreams.iter().any(|u: &Upstream| u.group == index && u.addr == addr) {
+        if upstreams
+            .iter()
+            .any(|u: &Upstream| u.group == index && u.addr == addr)
+        {
             return Err(format!("{context}: upstream {addr} is listed twice"));
         }
         members.push(upstreams.len());
@@ -428,7 +438,11 @@ fn check_group(
                 "{context}: health path must start with / and hold no spaces or control bytes"
             ));
         }
-        if health.interval_ms == 0 || health.timeout_ms == 0 || health.fails == 0 || health.passes == 0 {
+        if health.interval_ms == 0
+            || health.timeout_ms == 0
+            || health.fails == 0
+            || health.passes == 0
+        {
             return Err(format!(
                 "{context}: health interval_ms, timeout_ms, fails and passes must be at least 1"
             ));
@@ -525,14 +539,21 @@ mod tests {
         assert_eq!(api.hash_key, HashKey::Header("x-user".into()));
         let web = &config.groups[config.route(None, "/index.html").unwrap()];
         assert_eq!(web.host_header, HostHeader::Upstream);
-        assert_eq!(web.health.as_ref().map(|h| (h.fails, h.passes)), Some((2, 2)));
+        assert_eq!(
+            web.health.as_ref().map(|h| (h.fails, h.passes)),
+            Some((2, 2))
+        );
         assert_eq!(config.proxy.read_timeout_ms, 30_000);
     }
 
     #[test]
     fn the_longest_prefix_wins_and_hosts_come_first() {
         let config = Config::parse("test", GOOD).unwrap();
-        let group = |host, path| config.route(host, path).map(|g| config.groups[g].name.clone());
+        let group = |host, path| {
+            config
+                .route(host, path)
+                .map(|g| config.groups[g].name.clone())
+        };
         assert_eq!(group(None, "/api/x").as_deref(), Some("api"));
         assert_eq!(group(None, "/apix").as_deref(), Some("web"));
         assert_eq!(group(Some("admin.example"), "/x").as_deref(), Some("api"));
@@ -553,7 +574,10 @@ mod tests {
                 "[[route]]\ngroup = \"a\"\n[group.a]\nupstreams = [\"localhost:80\"]\n",
                 "not an IP:port",
             ),
-            ("[[route]]\ngroup = \"a\"\n[group.a]\nupstreams = []\n", "no upstreams"),
+            (
+                "[[route]]\ngroup = \"a\"\n[group.a]\nupstreams = []\n",
+                "no upstreams",
+            ),
             (
                 "[[route]]\ngroup = \"a\"\n[group.a]\nupstreams = [\"127.0.0.1:1\"]\nhost_header = \"a\\r\\nX: y\"\n",
                 "host_header",
@@ -589,7 +613,10 @@ mod tests {
 
     #[test]
     fn the_demo_configuration_is_valid() {
-        let addrs: Vec<SocketAddr> = vec!["127.0.0.1:1".parse().unwrap(), "127.0.0.1:2".parse().unwrap()];
+        let addrs: Vec<SocketAddr> = vec![
+            "127.0.0.1:1".parse().unwrap(),
+            "127.0.0.1:2".parse().unwrap(),
+        ];
         let config = Config::demo(&addrs).unwrap();
         assert_eq!(config.upstreams.len(), 2);
         assert!(config.proxy.upstream_header);

@@ -127,9 +127,12 @@ impl Client {
                         return Ok(decided);
                     }
                     Ok(None) => {}
-                    Err(error) => return Err(NoRequest::Refuse(error.status(), "bad request head")),
+                    Err(error) => {
+                        return Err(NoRequest::Refuse(error.status(), "bad request head"));
+                    }
                 }
-                head_deadline.get_or_insert_with(|| tokio::time::Instant::now() + proxy.header_timeout);
+                head_deadline
+                    .get_or_insert_with(|| tokio::time::Instant::now() + proxy.header_timeout);
             }
             let idle = head_deadline.is_none();
             let deadline = head_deadline.unwrap_or(idle_deadline);
@@ -156,11 +159,21 @@ impl Client {
     /// A request the proxy answers itself: its body is read and dropped, then the answer.
     async fn answer(&mut self, proxy: &Proxy, request: &Request, reply: Reply) -> Outcome {
         if request.body != BodyFraming::None {
-            if request.expect_continue && !self.write(proxy, b"HTTP/1.1 100 Continue\r\n\r\n").await {
+            if request.expect_continue && !self.write(proxy, b"HTTP/1.1 100 Continue\r\n\r\n").await
+            {
                 return Outcome::closed();
             }
             let within = proxy.header_timeout;
-            if let Err(error) = pump(&mut self.stream, &mut self.buf, request.body, None, within, within).await {
+            if let Err(error) = pump(
+                &mut self.stream,
+                &mut self.buf,
+                request.body,
+                None,
+                within,
+                within,
+            )
+            .await
+            {
                 return self.body_failed(proxy, error).await;
             }
         }
@@ -172,7 +185,12 @@ impl Client {
     }
 
     /// Writes one of the proxy's own responses and says what became of the connection.
-    pub async fn respond(&mut self, proxy: &Proxy, response: &Response, keep_alive: bool) -> Outcome {
+    pub async fn respond(
+        &mut self,
+        proxy: &Proxy,
+        response: &Response,
+        keep_alive: bool,
+    ) -> Outcome {
         self.respond_for(proxy, response, keep_alive, None).await
     }
 
@@ -188,12 +206,18 @@ impl Client {
         let mut out = Vec::new();
         proxy.site.render(response, keep_alive, &mut out);
         if self.role == Role::Client {
-            proxy.zone.answered(proxy.worker.index, upstream, response.status);
+            proxy
+                .zone
+                .answered(proxy.worker.index, upstream, response.status);
         }
         let written = self.write(proxy, &out).await;
         Outcome {
             status: Some(response.status),
-            bytes: if response.head_only { 0 } else { response.body.len() as u64 },
+            bytes: if response.head_only {
+                0
+            } else {
+                response.body.len() as u64
+            },
             upstream,
             upstream_time: None,
             keep_alive: written && keep_alive && !response.close,
@@ -214,7 +238,13 @@ impl Client {
     }
 
     /// An error answer, `Connection: close`, then a gentle close.
-    pub async fn refuse(&mut self, proxy: &Proxy, status: u16, why: &str, body: Option<String>) -> Outcome {
+    pub async fn refuse(
+        &mut self,
+        proxy: &Proxy,
+        status: u16,
+        why: &str,
+        body: Option<String>,
+    ) -> Outcome {
         if proxy.log {
             log::error(format_args!("{}: {status}: {why}", self.peer));
         }
@@ -274,7 +304,9 @@ impl Client {
             || "-".to_string(),
             |time| format!("{:.1}ms", time.as_secs_f64() * 1000.0),
         );
-        let status = outcome.status.map_or_else(|| "-".to_string(), |s| s.to_string());
+        let status = outcome
+            .status
+            .map_or_else(|| "-".to_string(), |s| s.to_string());
         log::event(format_args!(
             "{} {} \"{line}\" {status} {} {:.1}ms upstream={upstream} upstream_time={upstream_time}",
             std::process::id(),

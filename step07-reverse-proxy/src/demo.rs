@@ -35,15 +35,23 @@ impl DemoUpstreams {
     ///
     /// One line, when one cannot be started; those already started are stopped.
     pub fn start(count: usize) -> Result<DemoUpstreams, String> {
-        let binary = std::env::current_exe()
-            .map_err(|error| format!("cannot find this program to start the demo upstreams: {error}"))?;
+        let binary = std::env::current_exe().map_err(|error| {
+            format!("cannot find this program to start the demo upstreams: {error}")
+        })?;
         let mut demo = DemoUpstreams {
             children: Vec::new(),
             addrs: Vec::new(),
         };
         for _ in 0..count {
             let mut child = Command::new(&binary)
-                .args(["--demo-upstream", "--host", "127.0.0.1", "--port", "0", "--quiet"])
+                .args([
+                    "--demo-upstream",
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    "0",
+                    "--quiet",
+                ])
                 .stdin(Stdio::piped())
                 .stdout(Stdio::piped())
                 .spawn()
@@ -97,8 +105,8 @@ pub fn serve_upstream(common: &CommonArgs) -> Result<(), String> {
         ..ListenOptions::default()
     };
     let listener = bind_listener(&common.host, common.port, options)?;
-    let signals =
-        Signals::install(&[]).map_err(|error| format!("cannot install signal handlers: {error}"))?;
+    let signals = Signals::install(&[])
+        .map_err(|error| format!("cannot install signal handlers: {error}"))?;
     announce(&listener).map_err(|error| format!("cannot print the start-up line: {error}"))?;
     thread::Builder::new()
         .name("lifeline".into())
@@ -110,8 +118,14 @@ pub fn serve_upstream(common: &CommonArgs) -> Result<(), String> {
         .map_err(|error| format!("cannot watch stdin: {error}"))?;
     let site = Site::new("step07-demo-upstream", common.delay());
     let config = LoopConfig::new(common);
-    let event_loop = EventLoop::new(&site, config, signals, Arc::new(LoopStats::default()), Box::new(InlineRunner))
-        .map_err(|error| format!("cannot start the event loop: {error}"))?;
+    let event_loop = EventLoop::new(
+        &site,
+        config,
+        signals,
+        Arc::new(LoopStats::default()),
+        Box::new(InlineRunner),
+    )
+    .map_err(|error| format!("cannot start the event loop: {error}"))?;
     event_loop
         .run(listener)
         .map_err(|error| format!("the event loop failed: {error}"))

@@ -75,7 +75,12 @@ enum Exchange {
 }
 
 /// Forwards `request` according to `forward`, and answers the client.
-pub async fn forward(client: &mut Client, proxy: &Proxy, request: &Request, forward: Forward) -> Outcome {
+pub async fn forward(
+    client: &mut Client,
+    proxy: &Proxy,
+    request: &Request,
+    forward: Forward,
+) -> Outcome {
     let group = &proxy.config.groups[forward.group];
     let body_sent_already = request.body == RequestFraming::None;
     let Some(mut upstream) = proxy.upstreams.choose(forward.group, &forward.key, None) else {
@@ -99,13 +104,16 @@ pub async fn forward(client: &mut Client, proxy: &Proxy, request: &Request, forw
         match exchange {
             Exchange::Answered(response, body_sent) => {
                 let upstream_time = sent_at.elapsed();
-                proxy.zone.upstream_time(proxy.worker.index, upstream, upstream_time);
+                proxy
+                    .zone
+                    .upstream_time(proxy.worker.index, upstream, upstream_time);
                 if response.status().is_server_error() {
                     proxy.upstreams.failed(upstream);
                 } else {
                     proxy.upstreams.succeeded(upstream);
                 }
-                let mut outcome = relay(client, proxy, request, response, upstream, body_sent).await;
+                let mut outcome =
+                    relay(client, proxy, request, response, upstream, body_sent).await;
                 outcome.upstream_time = Some(upstream_time);
                 return outcome;
             }
@@ -114,21 +122,43 @@ pub async fn forward(client: &mut Client, proxy: &Proxy, request: &Request, forw
                 let why = describe(&error);
                 let retry = idempotent && !retried && (error.is_connect() || !error.is_timeout());
                 if let Some(next) = retry
-                    .then(|| proxy.upstreams.choose(forward.group, &forward.key, Some(upstream)))
+                    .then(|| {
+                        proxy
+                            .upstreams
+                            .choose(forward.group, &forward.key, Some(upstream))
+                    })
                     .flatten()
                 {
-                    log::error(format_args!("upstream {name}: {why}; trying {}", proxy.config.upstreams[next].name));
+                    log::error(format_args!(
+                        "upstream {name}: {why}; trying {}",
+                        proxy.config.upstreams[next].name
+                    ));
                     upstream = next;
                     retried = true;
                     continue;
                 }
                 log::error(format_args!("upstream {name}: {why}"));
                 let (status, page) = if error.is_timeout() {
-                    (504, "504 Gateway Timeout: the upstream did not answer in time\n")
+                    (
+                        504,
+                        "504 Gateway Timeout: the upstream did not answer in time\n",
+                    )
                 } else {
-                    (502, "502 Bad Gateway: the upstream could not be reached or sent a bad answer\n")
+                    (
+                        502,
+                        "502 Bad Gateway: the upstream could not be reached or sent a bad answer\n",
+                    )
                 };
-                return gateway_error(client, proxy, request, status, page.into(), body_sent_already, Some(upstream)).await;
+                return gateway_error(
+                    client,
+                    proxy,
+                    request,
+                    status,
+                    page.into(),
+                    body_sent_already,
+                    Some(upstream),
+                )
+                .await;
             }
             Exchange::Client(error) => return client.body_failed(proxy, error).await,
         }
@@ -139,7 +169,13 @@ pub async fn forward(client: &mut Client, proxy: &Proxy, request: &Request, forw
 /// body meanwhile and watching the client. Dropping the reqwest future (when the client
 /// leaves) drops the request, and the connection to the upstream is closed: the upstream
 /// sees its client go, as we saw ours.
-async fn exchange(client: &mut Client, proxy: &Proxy, request: &Request, forward: &Forward, upstream: usize) -> Exchange {
+async fn exchange(
+    client: &mut Client,
+    proxy: &Proxy,
+    request: &Request,
+    forward: &Forward,
+    upstream: usize,
+) -> Exchange {
     let target = &proxy.config.upstreams[upstream];
     let mut url = forward.url.clone();
     // Both only fail for URLs that cannot have a host, which ours (http://...) always has.
@@ -151,7 +187,10 @@ async fn exchange(client: &mut Client, proxy: &Proxy, request: &Request, forward
             headers.insert(HOST, host);
         }
     }
-    let mut builder = proxy.client.request(request.method.clone(), url).headers(headers);
+    let mut builder = proxy
+        .client
+        .request(request.method.clone(), url)
+        .headers(headers);
     let mut sender = None;
     if request.body != RequestFraming::None {
         let length = match request.body {
@@ -166,7 +205,14 @@ async fn exchange(client: &mut Client, proxy: &Proxy, request: &Request, forward
     let mut body_sent = sender.is_none();
     if let Some(sender) = &sender {
         let read_timeout = proxy.config.proxy.read_timeout();
-        let mut pumping = pin!(pump(&mut client.stream, &mut client.buf, request.body, Some(sender), proxy.header_timeout, read_timeout));
+        let mut pumping = pin!(pump(
+            &mut client.stream,
+            &mut client.buf,
+            request.body,
+            Some(sender),
+            proxy.header_timeout,
+            read_timeout
+        ));
         tokio::select! {
             // Answered before the body was all sent (an early 413, say): the rest of the body
             // is never read, so this connection cannot serve another request.
@@ -214,7 +260,16 @@ async fn relay(
         ));
         proxy.upstreams.failed(upstream);
         let page = "502 Bad Gateway: the upstream sent an answer we cannot pass on\n";
-        return gateway_error(client, proxy, request, 502, page.into(), body_sent, Some(upstream)).await;
+        return gateway_error(
+            client,
+            proxy,
+            request,
+            502,
+            page.into(),
+            body_sent,
+            Some(upstream),
+        )
+        .await;
     }
     let content_length = response
         .headers()
@@ -248,7 +303,9 @@ async fn relay(
             .then(|| proxy.config.upstreams[upstream].name.as_str()),
     };
     write_response_head(&head, response.headers(), &mut out);
-    proxy.zone.answered(proxy.worker.index, Some(upstream), status.as_u16());
+    proxy
+        .zone
+        .answered(proxy.worker.index, Some(upstream), status.as_u16());
     let mut outcome = Outcome {
         status: Some(status.as_u16()),
         bytes: 0,
@@ -334,7 +391,9 @@ async fn gateway_error(
         ..Response::text(status, page.into_bytes())
     };
     let keep_alive = request.keep_alive && body_read && !proxy.shutting_down();
-    client.respond_for(proxy, &response, keep_alive, upstream).await
+    client
+        .respond_for(proxy, &response, keep_alive, upstream)
+        .await
 }
 
 /// Polls `future` once: its output if it is ready now, without waiting.

@@ -96,7 +96,9 @@ pub fn upstream_request(head: &[u8], forwarding: &Forwarding<'_>) -> Result<Head
         ];
         if is_hop_by_hop(name)
             || REPLACED.iter().any(|r| name.eq_ignore_ascii_case(r))
-            || options.iter().any(|option| name.eq_ignore_ascii_case(option))
+            || options
+                .iter()
+                .any(|option| name.eq_ignore_ascii_case(option))
         {
             continue;
         }
@@ -107,7 +109,10 @@ pub fn upstream_request(head: &[u8], forwarding: &Forwarding<'_>) -> Result<Head
     }
     let client = forwarding.client_ip.to_string();
     forwarded_for.push(client.as_bytes());
-    headers.insert("x-forwarded-for", header_value(&forwarded_for.join(&b", "[..]))?);
+    headers.insert(
+        "x-forwarded-for",
+        header_value(&forwarded_for.join(&b", "[..]))?,
+    );
     if let Some(host) = forwarding.client_host {
         headers.insert("x-forwarded-host", header_value(host.as_bytes())?);
     }

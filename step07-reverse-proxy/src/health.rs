@@ -76,7 +76,11 @@ async fn watch_upstream(
             .send()
             .await;
         let failure = match result {
-            Ok(response) if response.status().is_success() || response.status().is_redirection() => None,
+            Ok(response)
+                if response.status().is_success() || response.status().is_redirection() =>
+            {
+                None
+            }
             Ok(response) => Some(format!("status {}", response.status().as_u16())),
             Err(error) if error.is_timeout() => Some("timed out".to_string()),
             Err(error) if error.is_connect() => Some("cannot connect".to_string()),

@@ -117,8 +117,9 @@ fn main() {
             let demo = DemoUpstreams::start(usize::from(args.demo_upstreams))
                 .unwrap_or_else(|error| fail(error));
             let config = Config::demo(&demo.addrs).unwrap_or_else(|error| fail(error));
-            let zone = Zone::new(config.upstreams.len())
-                .unwrap_or_else(|error| fail(format_args!("cannot map the shared counters: {error}")));
+            let zone = Zone::new(config.upstreams.len()).unwrap_or_else(|error| {
+                fail(format_args!("cannot map the shared counters: {error}"))
+            });
             (config, zone, Some(demo))
         }
     };

@@ -28,7 +28,12 @@ pub fn render(config: &Config, zone: &Zone, workers: usize) -> String {
         )
     };
 
-    family(&mut out, "proxy_requests_total", "counter", "Responses sent to clients, by status class and by the upstream that answered or caused the 502 or 504 (none: the proxy answered by itself).");
+    family(
+        &mut out,
+        "proxy_requests_total",
+        "counter",
+        "Responses sent to clients, by status class and by the upstream that answered or caused the 502 or 504 (none: the proxy answered by itself).",
+    );
     for worker in 0..workers {
         let mut series = |labels: &str, upstream: Option<usize>| {
             for class in 0..CLASSES {
@@ -46,7 +51,12 @@ pub fn render(config: &Config, zone: &Zone, workers: usize) -> String {
         series("group=\"\",upstream=\"none\"", None);
     }
 
-    family(&mut out, "proxy_upstream_header_seconds", "histogram", "Time from sending a request upstream to receiving its answer's head.");
+    family(
+        &mut out,
+        "proxy_upstream_header_seconds",
+        "histogram",
+        "Time from sending a request upstream to receiving its answer's head.",
+    );
     for worker in 0..workers {
         for upstream in 0..config.upstreams.len() {
             let labels = format!("worker=\"{worker}\",{}", upstream_labels(upstream));
@@ -72,7 +82,12 @@ pub fn render(config: &Config, zone: &Zone, workers: usize) -> String {
         }
     }
 
-    family(&mut out, "proxy_active_connections", "gauge", "Client connections open now.");
+    family(
+        &mut out,
+        "proxy_active_connections",
+        "gauge",
+        "Client connections open now.",
+    );
     for worker in 0..workers {
         let _ = writeln!(
             out,
@@ -81,7 +96,12 @@ pub fn render(config: &Config, zone: &Zone, workers: usize) -> String {
         );
     }
 
-    family(&mut out, "proxy_upstream_up", "gauge", "1 while the active health checks find the upstream up.");
+    family(
+        &mut out,
+        "proxy_upstream_up",
+        "gauge",
+        "1 while the active health checks find the upstream up.",
+    );
     for upstream in 0..config.upstreams.len() {
         let _ = writeln!(
             out,
@@ -91,7 +111,12 @@ pub fn render(config: &Config, zone: &Zone, workers: usize) -> String {
         );
     }
 
-    family(&mut out, "proxy_upstream_ejections_total", "counter", "Times a worker stopped sending to the upstream after failures in a row (passive checks).");
+    family(
+        &mut out,
+        "proxy_upstream_ejections_total",
+        "counter",
+        "Times a worker stopped sending to the upstream after failures in a row (passive checks).",
+    );
     for worker in 0..workers {
         for upstream in 0..config.upstreams.len() {
             let _ = writeln!(
@@ -125,7 +150,8 @@ mod tests {
 
     #[test]
     fn every_series_is_there_with_its_labels() {
-        let text = "[[route]]\ngroup = \"g\"\n[group.g]\nupstreams = [\"127.0.0.1:1\", \"127.0.0.1:2\"]\n";
+        let text =
+            "[[route]]\ngroup = \"g\"\n[group.g]\nupstreams = [\"127.0.0.1:1\", \"127.0.0.1:2\"]\n";
         let config = Config::parse("test", text).unwrap();
         let zone = Zone::new(2).unwrap();
         zone.answered(1, Some(0), 200);

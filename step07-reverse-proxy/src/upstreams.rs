@@ -78,7 +78,11 @@ impl Upstreams {
                 }),
             })
             .collect();
-        let upstreams = config.upstreams.iter().map(|_| UpstreamState::default()).collect();
+        let upstreams = config
+            .upstreams
+            .iter()
+            .map(|_| UpstreamState::default())
+            .collect();
         Upstreams {
             config,
             zone,
@@ -127,7 +131,9 @@ impl Upstreams {
 
     /// How many upstreams are available now.
     pub fn available_count(&self) -> usize {
-        (0..self.upstreams.len()).filter(|&u| self.available(u)).count()
+        (0..self.upstreams.len())
+            .filter(|&u| self.available(u))
+            .count()
     }
 
     /// Counts a request in flight to `upstream` until the guard is dropped.
@@ -198,7 +204,9 @@ mod tests {
         assert!(upstreams.available(1), "not two in a row");
         upstreams.failed(1);
         assert!(!upstreams.available(1));
-        let picks: Vec<_> = (0..6).filter_map(|_| upstreams.choose(0, b"", None)).collect();
+        let picks: Vec<_> = (0..6)
+            .filter_map(|_| upstreams.choose(0, b"", None))
+            .collect();
         assert!(!picks.contains(&1), "{picks:?}");
         assert_eq!(upstreams.available_count(), 2);
     }
@@ -209,7 +217,11 @@ mod tests {
         upstreams.zone.set_down(0, true);
         upstreams.zone.set_down(2, true);
         assert_eq!(upstreams.choose(0, b"", None), Some(1));
-        assert_eq!(upstreams.choose(0, b"", Some(1)), None, "a retry needs another one");
+        assert_eq!(
+            upstreams.choose(0, b"", Some(1)),
+            None,
+            "a retry needs another one"
+        );
         upstreams.zone.set_down(1, true);
         assert_eq!(upstreams.choose(0, b"", None), None);
     }

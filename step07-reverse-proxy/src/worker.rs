@@ -87,7 +87,10 @@ impl WorkerBody for ProxyWorker {
         {
             Ok(runtime) => runtime,
             Err(error) => {
-                log::error(format_args!("worker {}: cannot start the runtime: {error}", worker.index));
+                log::error(format_args!(
+                    "worker {}: cannot start the runtime: {error}",
+                    worker.index
+                ));
                 return 1;
             }
         };
@@ -168,7 +171,10 @@ impl ProxyWorker {
         // Stop accepting: new clients wait in the backlog for the next generation's workers.
         drop((listener, admin));
         drop(alive);
-        if timeout(self.common.grace(), all_finished.recv()).await.is_err() {
+        if timeout(self.common.grace(), all_finished.recv())
+            .await
+            .is_err()
+        {
             log::error(format_args!(
                 "worker {}: requests still in flight after the grace period: closing them",
                 worker.index
@@ -179,7 +185,9 @@ impl ProxyWorker {
 }
 
 /// The admin listener's next connection; never, without one.
-async fn accept(listener: Option<&TcpListener>) -> std::io::Result<(TcpStream, std::net::SocketAddr)> {
+async fn accept(
+    listener: Option<&TcpListener>,
+) -> std::io::Result<(TcpStream, std::net::SocketAddr)> {
     match listener {
         Some(listener) => listener.accept().await,
         None => std::future::pending().await,

@@ -111,7 +111,8 @@ impl Zone {
     }
 
     fn load(&self, index: usize) -> u64 {
-        self.word(index).map_or(0, |word| word.load(Ordering::Relaxed))
+        self.word(index)
+            .map_or(0, |word| word.load(Ordering::Relaxed))
     }
 
     /// The first word of `worker`'s slot: its active-connections gauge.
@@ -209,7 +210,12 @@ impl Drop for Zone {
         // SAFETY: the mapping we made in `new`, with its length; nothing borrows from it any
         // more (borrows of its words cannot outlive `self`). Children that inherited it keep
         // their own mapping: unmapping here affects this process only.
-        unsafe { libc::munmap(self.base.as_ptr().cast(), self.words * size_of::<AtomicU64>()) };
+        unsafe {
+            libc::munmap(
+                self.base.as_ptr().cast(),
+                self.words * size_of::<AtomicU64>(),
+            )
+        };
     }
 }
 
@@ -240,7 +246,11 @@ mod tests {
         assert_eq!(zone.answers(1, None, 3), 1);
         let latency = zone.latency(0, 1);
         assert_eq!((latency.count, latency.buckets[2]), (2, 1));
-        assert_eq!(latency.buckets.iter().sum::<u64>(), 1, "60 s is past the last bucket");
+        assert_eq!(
+            latency.buckets.iter().sum::<u64>(),
+            1,
+            "60 s is past the last bucket"
+        );
         assert_eq!(zone.active_connections(1), 1);
         zone.worker_started(1);
         zone.connection_closed(1);
