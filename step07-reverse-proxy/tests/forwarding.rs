@@ -565,3 +565,23 @@ fn ten_megabytes_stream_both_ways_through_a_worker_whose_memory_barely_moves() {
     );
     proxy.server.assert_no_panic();
 }
+
+#[test]
+fn the_framing_of_each_hop_is_the_proxys_own() {
+    let upstream = Upstream::start("a");
+    let proxy = Proxy::start(&one_group("", &[upstream.addr()]), 1, &["--quiet"]);
+    // A chunked upload arrives whole, whatever framing the upstream request uses.
+    let response = proxy.send(
+        "POST /upload HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n\
+         5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n",
+    );
+    let expected = fnv(FNV_START, b"hello world");
+    assert_eq!(response.status, 200, "{response:?}");
+    assert_eq!(response.text(), format!("bytes=11 fnv={expected:016x}\n"));
+    // A chunked answer to an HTTP/1.0 client: no chunks (1.0 has none), the end is the close.
+    let response = proxy.send("GET /trickle?chunks=2&gap_ms=10 HTTP/1.0\r\nHost: t\r\n\r\n");
+    assert_eq!(response.status, 200, "{response:?}");
+    assert_eq!(response.header("transfer-encoding"), None);
+    assert_eq!(response.header("connection"), Some("close"));
+    assert_eq!(response.text(), "tick 0\ntick 1\n");
+}
