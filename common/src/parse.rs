@@ -635,7 +635,9 @@ mod tests {
             ]
         );
         let mut count = 0;
-        for_each_field(b"GET / HTTP/1.1\r\nBad Header: x\r\n\r\n", |_, _| count += 1);
+        for_each_field(b"GET / HTTP/1.1\r\nBad Header: x\r\n\r\n", |_, _| {
+            count += 1
+        });
         assert_eq!(count, 0);
     }
 
