@@ -13,6 +13,7 @@
 //! - [`corpus`]: the bad-input corpus (`corpus/bad-input.toml`), run against a step.
 //! - [`load`]: many requests at once, for the timing-ratio tests.
 //! - [`procfs`]: counting a server's children, zombies, threads and CPU time on Linux.
+//! - [`slow`]: five hundred slow clients (`scripts/slow_clients.py`) against a step.
 //! - [`tools`]: external tools a test needs (python3), skipped with a printed reason.
 //! - [`upstream`]: small HTTP upstreams for the reverse proxy to stand in front of.
 
@@ -22,6 +23,7 @@ pub mod corpus;
 pub mod load;
 pub mod procfs;
 pub mod server;
+pub mod slow;
 pub mod tools;
 pub mod upstream;
 
