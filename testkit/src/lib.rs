@@ -7,6 +7,7 @@
 //!
 //! # Layout
 //!
+//! - [`recorder`]: an upstream that records every byte a proxy sends it, read strictly.
 //! - [`server`]: start a step, signal it, stop it (its whole process group, by pid).
 //! - [`client`]: a small HTTP/1.1 client over a raw `TcpStream`.
 //! - [`contract`]: the contract conformance checks, one function each.
@@ -22,6 +23,7 @@ pub mod contract;
 pub mod corpus;
 pub mod load;
 pub mod procfs;
+pub mod recorder;
 pub mod server;
 pub mod slow;
 pub mod tools;

@@ -154,7 +154,7 @@ impl Drop for Upstream {
 }
 
 /// `SO_LINGER` 0, then close: the peer gets a reset, as from a process that died.
-fn reset(stream: &TcpStream) {
+pub(crate) fn reset(stream: &TcpStream) {
     let linger = libc::linger {
         l_onoff: 1,
         l_linger: 0,
