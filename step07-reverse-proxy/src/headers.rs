@@ -6,7 +6,9 @@
 //! the upstream, so a proxy drops them and sets its own. Passing `Transfer-Encoding` or a
 //! stale `Content-Length` along would be worse than wrong: the body's framing is how both
 //! ends find where the next message starts, and disagreeing about it is request smuggling.
-//! So the framing of every message we send is ours, from what we actually send.
+//! So the framing of every message we send is ours, from what we actually send; and a field
+//! whose name has a `_` stays here too, because some upstreams read it as the same name with
+//! a `-` (`Transfer_Encoding`).
 //!
 //! What a proxy adds: `X-Forwarded-For` (the client's address, after any the client sent),
 //! `X-Forwarded-Host` and `X-Forwarded-Proto` (what the client asked for), and `Via` (this
@@ -94,7 +96,13 @@ pub fn upstream_request(head: &[u8], forwarding: &Forwarding<'_>) -> Result<Head
             "x-forwarded-host",
             "x-forwarded-proto",
         ];
-        if is_hop_by_hop(name)
+        // A `_` in a name is legal, but servers that map fields to variables (CGI's
+        // `HTTP_TRANSFER_ENCODING`, WSGI, some frameworks) read `Transfer_Encoding` as
+        // `Transfer-Encoding`: passed on, it would frame the body differently at the upstream
+        // than here, which is request smuggling. nginx drops such fields too
+        // (`underscores_in_headers off`).
+        if name.contains('_')
+            || is_hop_by_hop(name)
             || REPLACED.iter().any(|r| name.eq_ignore_ascii_case(r))
             || options
                 .iter()
@@ -282,6 +290,18 @@ mod tests {
         assert_eq!(headers["x-forwarded-proto"], "http");
         assert_eq!(headers["via"], "1.0 other, 1.1 step07-reverse-proxy");
         assert!(!headers.contains_key("content-length") && !headers.contains_key("expect"));
+    }
+
+    #[test]
+    fn fields_with_an_underscore_stop_here() {
+        let headers = forwarded(
+            "POST / HTTP/1.1\r\nHost: site.test\r\nTransfer_Encoding: chunked\r\n\
+             X_Api_Key: 1\r\nX-Api-Key: 2\r\nContent-Length: 5\r\n\r\n",
+            Some("site.test"),
+        );
+        assert!(!headers.contains_key("transfer_encoding"), "{headers:?}");
+        assert!(!headers.contains_key("x_api_key"), "{headers:?}");
+        assert_eq!(headers["x-api-key"], "2");
     }
 
     #[test]
