@@ -22,7 +22,7 @@
 //! [`Recorder::start_with`] answers with any bytes at all (a malformed answer, a huge head).
 
 use std::io::{ErrorKind, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
@@ -228,8 +228,15 @@ enum Stop {
     Refused(String),
 }
 
-/// Reads requests from one connection until it closes or sends something unacceptable.
-fn serve(mut stream: TcpStream, connection: usize, state: &State) {
+/// Reads requests from one connection until it closes or sends something unacceptable, and
+/// then closes it (a shutdown: [`State::open`] holds a clone of the socket, so dropping ours
+/// would not close it).
+fn serve(stream: TcpStream, connection: usize, state: &State) {
+    serve_until_done(&stream, connection, state);
+    let _ = stream.shutdown(Shutdown::Both);
+}
+
+fn serve_until_done(mut stream: &TcpStream, connection: usize, state: &State) {
     let mut reader = Reader {
         stream: stream.try_clone().ok(),
         buf: Vec::new(),
