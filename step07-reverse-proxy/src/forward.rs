@@ -12,7 +12,7 @@
 //! | what | answer |
 //! |---|---|
 //! | no upstream of the group is up | 502, "no upstream available" |
-//! | connection refused, reset, malformed or oversized answer head | 502 |
+//! | connection refused, reset, malformed or oversized answer head, or one with both framings | 502 |
 //! | no byte from the upstream for `read_timeout_ms` (or no connection in `connect_timeout_ms`) | 504 |
 //! | the client leaves while we wait | nothing; the upstream request is dropped, which closes its connection |
 //! | the upstream fails mid-body | the answer is cut off and the connection closed: too late for a status |
@@ -32,7 +32,7 @@ use std::time::{Duration, Instant};
 use common::Response;
 use common::log;
 use common::parse::{BodyFraming as RequestFraming, Version};
-use reqwest::header::{CONTENT_LENGTH, HOST, HeaderValue};
+use reqwest::header::{CONTENT_LENGTH, HOST, HeaderValue, TRANSFER_ENCODING};
 use reqwest::{Method, StatusCode};
 
 use crate::body::{BodyError, RequestBody, pump};
@@ -253,9 +253,23 @@ async fn relay(
         .iter()
         .map(|(name, value)| name.as_str().len() + value.len() + 4)
         .sum();
-    if head_bytes > MAX_UPSTREAM_HEAD_BYTES || status == StatusCode::SWITCHING_PROTOCOLS {
+    // Both framings: the chunks decide where the answer ends (RFC 9112 §6.3), but a
+    // `Content-Length` beside them is a response-splitting attempt or a broken upstream, and
+    // passed on it would tell the client a length that is not the body's. nginx refuses it.
+    let both_framings = response.headers().contains_key(TRANSFER_ENCODING)
+        && response.headers().contains_key(CONTENT_LENGTH);
+    let refused = if head_bytes > MAX_UPSTREAM_HEAD_BYTES {
+        Some(format!("an answer head of {head_bytes} bytes"))
+    } else if status == StatusCode::SWITCHING_PROTOCOLS {
+        Some(format!("status {status}"))
+    } else if both_framings {
+        Some("both Content-Length and Transfer-Encoding".to_string())
+    } else {
+        None
+    };
+    if let Some(why) = refused {
         log::error(format_args!(
-            "upstream {}: answer head of {head_bytes} bytes or status {status}: refused",
+            "upstream {}: {why}: refused",
             proxy.config.upstreams[upstream].name
         ));
         proxy.upstreams.failed(upstream);
