@@ -1,7 +1,8 @@
 //! Operating the proxy: `SIGHUP` with a broken file changes nothing, a good one under load
 //! fails no request; the admin port answers `/health`, `/config` and a `/metrics` that a
-//! strict Prometheus text parser reads, with the figures the traffic should have produced;
-//! and the access log has a line per request naming the upstream and both times.
+//! strict Prometheus text parser reads, with the figures the traffic should have produced,
+//! and refuses to listen on an address that is not loopback unless `--admin-allow-remote` is
+//! given; and the access log has a line per request naming the upstream and both times.
 
 mod support;
 
@@ -14,6 +15,7 @@ use openmetrics_parser::prometheus::parse_prometheus;
 use openmetrics_parser::{MetricsExposition, PrometheusType, PrometheusValue};
 use support::{Proxy, list, one_group, send, served_by, wait_for};
 use testkit::load::SteadyLoad;
+use testkit::server::run_to_exit;
 use testkit::upstream::{Upstream, refused_addr};
 use testkit::{Client, Response};
 
@@ -300,6 +302,37 @@ fn the_admin_port_answers_health_and_config_and_nothing_else() {
     assert_eq!(a.requests() + b.requests(), 0);
     let forwarded = served_by(&proxy.get("/metrics"));
     assert!(forwarded == "a" || forwarded == "b", "{forwarded}");
+}
+
+/// The admin port shows the configuration and the traffic: on an address that is not
+/// loopback, the proxy refuses to start, with the contract's one line and status 1, unless
+/// `--admin-allow-remote` says it is meant; then it starts, and answers there.
+#[test]
+fn the_admin_port_refuses_a_public_address_unless_forced() {
+    let upstream = Upstream::start("a");
+    let config = support::ConfigFile::new(&one_group("", &[upstream.addr()]));
+    for address in ["0.0.0.0:0", "[::]:0"] {
+        let args = ["--port", "0", "--config", config.path(), "--admin", address];
+        let (status, stderr) = run_to_exit(support::BIN, &args, Duration::from_secs(10));
+        assert_eq!(status.code(), Some(1), "--admin {address}: {stderr:?}");
+        assert_eq!(stderr.len(), 1, "--admin {address}: one line: {stderr:?}");
+        assert!(
+            stderr[0].starts_with("error: --admin ") && stderr[0].contains("--admin-allow-remote"),
+            "--admin {address}: {stderr:?}"
+        );
+    }
+    // Forced, it starts, and the admin port answers on every address, loopback included.
+    let proxy = Proxy::start(
+        &one_group("", &[upstream.addr()]),
+        1,
+        &["--quiet", "--admin", "0.0.0.0:0", "--admin-allow-remote"],
+    );
+    let admin = proxy.admin_addr();
+    assert!(admin.ip().is_unspecified(), "{admin}");
+    let health = admin_get(SocketAddr::from(([127, 0, 0, 1], admin.port())), "/health");
+    assert_eq!(health.status, 200);
+    assert_eq!(health.json()["status"], "ok");
+    assert_eq!(proxy.get("/").status, 200);
 }
 
 #[test]
