@@ -56,15 +56,16 @@ class Target:
 class Result:
     """One request's outcome."""
 
-    __slots__ = ("ok", "outcome", "latency", "pid", "worker", "server")
+    __slots__ = ("ok", "outcome", "latency", "pid", "worker", "server", "upstream")
 
-    def __init__(self, ok, outcome, latency, pid=None, worker=None, server=None):
+    def __init__(self, ok, outcome, latency, pid=None, worker=None, server=None, upstream=None):
         self.ok = ok
         self.outcome = outcome  # "HTTP 200", or the error's name
         self.latency = latency  # seconds
         self.pid = pid
         self.worker = worker
         self.server = server
+        self.upstream = upstream  # a proxy's X-Upstream: which server behind it answered
 
 
 class Client:
@@ -98,6 +99,7 @@ class Client:
                 pid=pid,
                 worker=response.getheader("X-Worker"),
                 server=response.getheader("Server"),
+                upstream=response.getheader("X-Upstream"),
             )
         except (OSError, http.client.HTTPException) as error:
             self.close()
@@ -283,6 +285,7 @@ def summarize(args, target, results, wall, idle=None):
     pids = {result.pid for result in results if result.pid is not None}
     workers = {result.worker for result in results if result.worker is not None}
     servers = Counter(result.server for result in results if result.server)
+    upstreams = Counter(result.upstream for result in results if result.upstream)
     return {
         "url": target.url,
         "mode": "open" if args.rate else "closed",
@@ -306,6 +309,7 @@ def summarize(args, target, results, wall, idle=None):
         },
         "distinct_pids": len(pids),
         "distinct_workers": len(workers),
+        "upstreams": dict(sorted(upstreams.items())),
         "server": servers.most_common(1)[0][0] if servers else None,
     }
 
@@ -340,7 +344,10 @@ def print_summary(summary):
         lines.append(f"answered by {summary['distinct_pids']} distinct pids (from /stats)")
     if summary["distinct_workers"]:
         lines.append(f"answered by {summary['distinct_workers']} distinct workers (X-Worker)")
-    if not summary["distinct_pids"] and not summary["distinct_workers"]:
+    if summary["upstreams"]:
+        spread = ", ".join(f"{name} {count}" for name, count in summary["upstreams"].items())
+        lines.append(f"upstreams   {len(summary['upstreams'])} behind the proxy (X-Upstream): {spread}")
+    if not summary["distinct_pids"] and not summary["distinct_workers"] and not summary["upstreams"]:
         lines.append("answered by (not reported: request /stats to see which processes answered)")
     if summary["server"]:
         lines.append(f"server      {summary['server']}")

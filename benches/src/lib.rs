@@ -24,6 +24,9 @@ pub const STEPS: &[(&str, &[&str])] = &[
     ("step04-threadpool", &[]),
     ("step05-epoll-kqueue", &[]),
     ("step06-master-worker", &[]),
+    // Without --config, step 07 is its demo: the proxy in front of three upstreams it starts
+    // itself (step 05's loop), so each request here also crosses a proxy-to-upstream hop.
+    ("step07-reverse-proxy", &[]),
 ];
 
 /// The workspace's root directory.

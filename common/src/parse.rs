@@ -242,6 +242,23 @@ pub fn parse_head(buf: &[u8]) -> Result<Option<RequestHead<'_>>, ParseError> {
     }))
 }
 
+/// Calls `field(name, value)` for each header line of a head that [`parse_head`] accepted, in
+/// order, with the value's surrounding white space trimmed. The reverse proxy (step07) forwards
+/// the fields, so it needs all of them, not only the few [`RequestHead`] keeps.
+///
+/// The same `httparse` call reads them again, so they are exactly the fields `parse_head`
+/// judged: no second parser with its own idea of where a header ends. A buffer `parse_head`
+/// did not accept yields no fields.
+pub fn for_each_field<'b>(head: &'b [u8], mut field: impl FnMut(&'b str, &'b [u8])) {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut request = httparse::Request::new(&mut headers);
+    if let Ok(httparse::Status::Complete(_)) = request.parse(head) {
+        for header in request.headers.iter() {
+            field(header.name, trim_ows(header.value));
+        }
+    }
+}
+
 /// What the framing headers said, collected over all header lines before deciding.
 #[derive(Default)]
 struct Framing {
@@ -624,6 +641,29 @@ mod tests {
         let many: String = (0..=MAX_HEADERS).map(|i| format!("X-{i}: y\r\n")).collect();
         let raw = format!("GET / HTTP/1.1\r\nHost: a\r\n{many}\r\n");
         assert_eq!(error(raw.as_bytes()), ParseError::HeadTooLarge);
+    }
+
+    #[test]
+    fn fields_are_those_parse_head_accepted() {
+        let raw = b"GET / HTTP/1.1\r\nHost: a\r\nX-One:  1 \r\nx-two:\r\n\r\nGET /next";
+        let head = complete(std::str::from_utf8(raw).unwrap());
+        let mut fields = Vec::new();
+        for_each_field(&raw[..head.len], |name, value| {
+            fields.push((name.to_string(), value.to_vec()))
+        });
+        assert_eq!(
+            fields,
+            [
+                ("Host".to_string(), b"a".to_vec()),
+                ("X-One".to_string(), b"1".to_vec()),
+                ("x-two".to_string(), Vec::new()),
+            ]
+        );
+        let mut count = 0;
+        for_each_field(b"GET / HTTP/1.1\r\nBad Header: x\r\n\r\n", |_, _| {
+            count += 1
+        });
+        assert_eq!(count, 0);
     }
 
     #[test]

@@ -26,7 +26,9 @@ class Handler(BaseHTTPRequestHandler):
             count = server.requests
         if self.path.startswith("/slow"):
             time.sleep(0.2)
-        if self.path.startswith("/fail"):
+        if self.path.startswith("/proxied"):
+            self.answer(200, b"hello\n", "text/plain", upstream=f"10.0.0.{count % 3}:80")
+        elif self.path.startswith("/fail"):
             self.answer(503, b"no\n", "text/plain")
         elif self.path.startswith("/stats"):
             body = json.dumps({"step": "fake", "pid": 100 + count % 3}).encode()
@@ -34,12 +36,14 @@ class Handler(BaseHTTPRequestHandler):
         else:
             self.answer(200, b"hello\n", "text/plain", worker=str(count % 2))
 
-    def answer(self, status, body, content_type, worker=None):
+    def answer(self, status, body, content_type, worker=None, upstream=None):
         self.send_response(status)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))
         if worker is not None:
             self.send_header("X-Worker", worker)
+        if upstream is not None:
+            self.send_header("X-Upstream", upstream)
         self.end_headers()
         self.wfile.write(body)
 
@@ -108,6 +112,10 @@ class AccessesTest(unittest.TestCase):
     def test_distinct_workers_come_from_the_header(self):
         _, summary = self.run_json(f"{self.base}/", "-n", "6", "-c", "2")
         self.assertEqual(summary["distinct_workers"], 2)
+
+    def test_a_proxys_upstreams_are_counted_from_x_upstream(self):
+        _, summary = self.run_json(f"{self.base}/proxied", "-n", "9", "-c", "1")
+        self.assertEqual(summary["upstreams"], {"10.0.0.0:80": 3, "10.0.0.1:80": 3, "10.0.0.2:80": 3})
 
     def test_a_new_connection_per_request_by_default(self):
         self.run_json(f"{self.base}/", "-n", "10", "-c", "2")

@@ -7,21 +7,27 @@
 //!
 //! # Layout
 //!
+//! - [`recorder`]: an upstream that records every byte a proxy sends it, read strictly.
 //! - [`server`]: start a step, signal it, stop it (its whole process group, by pid).
 //! - [`client`]: a small HTTP/1.1 client over a raw `TcpStream`.
 //! - [`contract`]: the contract conformance checks, one function each.
 //! - [`corpus`]: the bad-input corpus (`corpus/bad-input.toml`), run against a step.
 //! - [`load`]: many requests at once, for the timing-ratio tests.
 //! - [`procfs`]: counting a server's children, zombies, threads and CPU time on Linux.
+//! - [`slow`]: five hundred slow clients (`scripts/slow_clients.py`) against a step.
 //! - [`tools`]: external tools a test needs (python3), skipped with a printed reason.
+//! - [`upstream`]: small HTTP upstreams for the reverse proxy to stand in front of.
 
 pub mod client;
 pub mod contract;
 pub mod corpus;
 pub mod load;
 pub mod procfs;
+pub mod recorder;
 pub mod server;
+pub mod slow;
 pub mod tools;
+pub mod upstream;
 
 pub use client::{Client, Response, get};
 pub use server::Server;

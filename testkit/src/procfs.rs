@@ -142,3 +142,31 @@ pub fn tree_usage(root: u32) -> Option<TreeUsage> {
     }
     Some(usage)
 }
+
+/// The bytes a TCP connection's sender still holds unsent or unacknowledged (its send queue),
+/// found by its two ports in `/proc/net/tcp`; `Some(None)` once that end is closed or gone
+/// (no longer `ESTABLISHED`), `None` without `/proc`.
+pub fn tcp_send_queue(local_port: u16, remote_port: u16) -> Option<Option<u64>> {
+    let table = fs::read_to_string("/proc/net/tcp").ok()?;
+    // `sl local_address rem_address st tx_queue:rx_queue ...`, addresses as `HEXIP:HEXPORT`.
+    let port = |address: &str| {
+        let (_, port) = address.split_once(':')?;
+        u16::from_str_radix(port, 16).ok()
+    };
+    for line in table.lines().skip(1) {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        let [_, local, remote, state, queues, ..] = fields[..] else {
+            continue;
+        };
+        if port(local) != Some(local_port) || port(remote) != Some(remote_port) {
+            continue;
+        }
+        const ESTABLISHED: &str = "01";
+        if state != ESTABLISHED {
+            return Some(None);
+        }
+        let (tx, _) = queues.split_once(':')?;
+        return Some(u64::from_str_radix(tx, 16).ok());
+    }
+    Some(None)
+}

@@ -45,8 +45,28 @@ impl Server {
     ///
     /// A description of the failure, including what the server printed on stderr.
     pub fn try_start(bin: &str, args: &[&str]) -> Result<Server, String> {
+        Server::try_start_with_env(bin, args, &[])
+    }
+
+    /// Like [`Server::start`], with these variables added to the server's environment (such
+    /// as `HTTP_PROXY`, which a proxy must ignore).
+    pub fn start_with_env(bin: &str, args: &[&str], env: &[(&str, &str)]) -> Server {
+        Server::try_start_with_env(bin, args, env).unwrap_or_else(|error| panic!("{error}"))
+    }
+
+    /// Like [`Server::try_start`], with these variables added to the server's environment.
+    ///
+    /// # Errors
+    ///
+    /// As [`Server::try_start`].
+    pub fn try_start_with_env(
+        bin: &str,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Result<Server, String> {
         let mut command = Command::new(bin);
         command
+            .envs(env.iter().copied())
             .args(["--host", "127.0.0.1", "--port", "0"])
             .args(args)
             .stdin(Stdio::null())

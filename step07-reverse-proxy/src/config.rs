@@ -1,0 +1,625 @@
+//! The proxy's configuration: a TOML file (`--config proxy.toml`), read at start and again on
+//! every `SIGHUP`, or the built-in demo's when there is no file.
+//!
+//! Reading is all or nothing. [`Config::parse`] checks everything a worker will rely on (every
+//! route names a group, every upstream is an `IP:port`, every timeout is positive, every header
+//! value we will send is clean) and refuses the file with one line saying what is wrong. The
+//! master reads the file on `SIGHUP` *before* it forks the next generation, so a broken file
+//! costs one log line and the workers in service go on with the configuration they have: the
+//! rollback is simply never having rolled forward.
+//!
+//! ```toml
+//! [proxy]
+//! read_timeout_ms = 30000
+//!
+//! [[route]]
+//! prefix = "/api/"
+//! group = "api"
+//!
+//! [group.api]
+//! strategy = "least_conn"
+//! upstreams = ["127.0.0.1:9001", "127.0.0.1:9002"]
+//! ```
+//!
+//! `examples/proxy.toml` shows every setting with its default.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// The most upstreams one configuration may name, over all its groups: the shared-memory
+/// counters ([`crate::zone`]) are sized for them.
+pub const MAX_UPSTREAMS: usize = 64;
+
+/// The file as written. Unknown keys are errors: a misspelt `read_timout_ms` must not be
+/// silently ignored.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ConfigFile {
+    #[serde(default)]
+    proxy: ProxySettings,
+    #[serde(default, rename = "route")]
+    routes: Vec<RouteFile>,
+    #[serde(default, rename = "group")]
+    groups: BTreeMap<String, GroupFile>,
+}
+
+/// `[proxy]`: settings for every upstream.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ProxySettings {
+    /// How long connecting to an upstream may take (nginx's `proxy_connect_timeout`).
+    pub connect_timeout_ms: u64,
+    /// The longest wait for the next bytes of an upstream's answer, head or body (nginx's
+    /// `proxy_read_timeout`): a limit on silence, not on the whole response, so that a long
+    /// download that keeps flowing is never cut.
+    pub read_timeout_ms: u64,
+    /// An idle kept-alive connection to an upstream is closed after this long (nginx's
+    /// `keepalive_timeout` in an `upstream` block).
+    pub keepalive_timeout_ms: u64,
+    /// Idle connections kept open per upstream, per worker (nginx's `keepalive`).
+    pub keepalive_connections: usize,
+    /// The proxy answers `GET /stats` itself, with its own figures, instead of forwarding it.
+    pub stats: bool,
+    /// Responses carry `X-Upstream: IP:port`, the upstream that answered. Handy to watch the
+    /// balancing; off by default because it tells every client the internal addresses.
+    pub upstream_header: bool,
+}
+
+impl Default for ProxySettings {
+    fn default() -> ProxySettings {
+        ProxySettings {
+            connect_timeout_ms: 3_000,
+            read_timeout_ms: 30_000,
+            keepalive_timeout_ms: 60_000,
+            keepalive_connections: 100,
+            stats: true,
+            upstream_header: false,
+        }
+    }
+}
+
+impl ProxySettings {
+    pub fn connect_timeout(&self) -> Duration {
+        Duration::from_millis(self.connect_timeout_ms)
+    }
+
+    pub fn read_timeout(&self) -> Duration {
+        Duration::from_millis(self.read_timeout_ms)
+    }
+
+    pub fn keepalive_timeout(&self) -> Duration {
+        Duration::from_millis(self.keepalive_timeout_ms)
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RouteFile {
+    #[serde(default = "root_prefix")]
+    prefix: String,
+    host: Option<String>,
+    group: String,
+}
+
+fn root_prefix() -> String {
+    "/".into()
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct GroupFile {
+    upstreams: Vec<String>,
+    #[serde(default)]
+    strategy: Strategy,
+    hash_key: Option<String>,
+    #[serde(default)]
+    host_header: Option<String>,
+    health: Option<HealthCheck>,
+    #[serde(default)]
+    outlier: Outlier,
+}
+
+/// How a group picks the upstream for a request (see [`crate::balance`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Strategy {
+    /// Each upstream in turn.
+    #[default]
+    RoundRobin,
+    /// The upstream with the fewest requests in flight (from this worker).
+    LeastConn,
+    /// The same key (client address or a header) always to the same upstream while it is up.
+    ConsistentHash,
+}
+
+/// What a `consistent_hash` group hashes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HashKey {
+    /// The client's IP address (nginx's `hash $remote_addr consistent`).
+    ClientIp,
+    /// The value of this request header (lower case), or the client's IP when it is absent.
+    Header(String),
+}
+
+/// The `Host` header sent upstream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HostHeader {
+    /// The client's own (the default, what most applications behind a proxy expect).
+    Pass,
+    /// The upstream's `IP:port` (nginx's default, `$proxy_host`).
+    Upstream,
+    /// This name.
+    Fixed(String),
+}
+
+/// `[group.NAME.health]`: active checks, a `GET` of `path` on each upstream every `interval_ms`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HealthCheck {
+    pub path: String,
+    #[serde(default = "default_interval_ms")]
+    pub interval_ms: u64,
+    #[serde(default = "default_check_timeout_ms")]
+    pub timeout_ms: u64,
+    /// Consecutive failed checks that take an upstream out (`down`).
+    #[serde(default = "default_fails")]
+    pub fails: u32,
+    /// Consecutive good checks that bring a down upstream back.
+    #[serde(default = "default_passes")]
+    pub passes: u32,
+}
+
+fn default_interval_ms() -> u64 {
+    2_000
+}
+fn default_check_timeout_ms() -> u64 {
+    1_000
+}
+fn default_fails() -> u32 {
+    3
+}
+fn default_passes() -> u32 {
+    2
+}
+
+/// `[group.NAME.outlier]`: passive checks, from the answers to real requests (Envoy's outlier
+/// detection): after `consecutive_failures` connection errors or 5xx answers in a row, an
+/// upstream gets no requests from this worker for `ejection_ms`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Outlier {
+    pub consecutive_failures: u32,
+    pub ejection_ms: u64,
+}
+
+impl Default for Outlier {
+    fn default() -> Outlier {
+        Outlier {
+            consecutive_failures: 5,
+            ejection_ms: 10_000,
+        }
+    }
+}
+
+/// One route: requests whose path starts with `prefix` (and whose host is `host`, if given)
+/// go to `group`.
+#[derive(Debug, Clone)]
+pub struct Route {
+    pub prefix: String,
+    /// Lower case, without a port.
+    pub host: Option<String>,
+    pub group: usize,
+}
+
+/// A group of interchangeable upstreams and how to use them.
+#[derive(Debug, Clone)]
+pub struct Group {
+    pub name: String,
+    pub strategy: Strategy,
+    pub hash_key: HashKey,
+    pub host_header: HostHeader,
+    pub health: Option<HealthCheck>,
+    pub outlier: Outlier,
+    /// Indices into [`Config::upstreams`].
+    pub members: Vec<usize>,
+}
+
+/// One upstream of one group. The same address in two groups is two upstreams: each group
+/// has its own health checks and counters for it.
+#[derive(Debug, Clone)]
+pub struct Upstream {
+    pub group: usize,
+    pub addr: SocketAddr,
+    /// `IP:port`, as metrics and logs name it.
+    pub name: String,
+}
+
+/// A configuration checked and ready to use.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Where it came from: a path, or the built-in demo.
+    pub source: String,
+    /// The TOML text it was read from, for the admin's `GET /config`.
+    pub text: String,
+    pub proxy: ProxySettings,
+    pub routes: Vec<Route>,
+    pub groups: Vec<Group>,
+    pub upstreams: Vec<Upstream>,
+}
+
+impl Config {
+    /// Reads and checks the file at `path`.
+    ///
+    /// # Errors
+    ///
+    /// One line: why the file cannot be read or used.
+    pub fn load(path: &str) -> Result<Config, String> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|error| format!("cannot read {path}: {error}"))?;
+        Config::parse(path, &text).map_err(|error| format!("{path}: {error}"))
+    }
+
+    /// Checks the configuration in `text`; `source` names it.
+    ///
+    /// # Errors
+    ///
+    /// One line saying what is wrong (TOML's own message for syntax errors, on one line).
+    pub fn parse(source: &str, text: &str) -> Result<Config, String> {
+        let file: ConfigFile = toml::from_str(text).map_err(|error| {
+            error
+                .to_string()
+                .split_whitespace()
+                .collect::<Vec<_>>()
+                .join(" ")
+        })?;
+        let proxy = file.proxy;
+        for (name, value) in [
+            ("connect_timeout_ms", proxy.connect_timeout_ms),
+            ("read_timeout_ms", proxy.read_timeout_ms),
+            ("keepalive_timeout_ms", proxy.keepalive_timeout_ms),
+        ] {
+            if value == 0 {
+                return Err(format!("[proxy] {name} must be at least 1"));
+            }
+        }
+        if file.groups.is_empty() {
+            return Err("no [group.NAME] defined".into());
+        }
+        let mut groups = Vec::new();
+        let mut upstreams = Vec::new();
+        for (name, group) in &file.groups {
+            groups.push(check_group(name, group, groups.len(), &mut upstreams)?);
+        }
+        if upstreams.len() > MAX_UPSTREAMS {
+            return Err(format!(
+                "{} upstreams in all; at most {MAX_UPSTREAMS}",
+                upstreams.len()
+            ));
+        }
+        if file.routes.is_empty() {
+            return Err("no [[route]] defined: nothing would be proxied".into());
+        }
+        let routes = file
+            .routes
+            .iter()
+            .enumerate()
+            .map(|(i, route)| check_route(i + 1, route, &groups))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Config {
+            source: source.to_string(),
+            text: text.to_string(),
+            proxy,
+            routes,
+            groups,
+            upstreams,
+        })
+    }
+
+    /// The built-in demo's configuration: one route, one round-robin group of `upstreams`,
+    /// health-checked, answering with `X-Upstream` so that the balancing shows.
+    ///
+    /// # Errors
+    ///
+    /// Never in practice: the text is ours; but it goes through the same checks as a file.
+    pub fn demo(upstreams: &[SocketAddr]) -> Result<Config, String> {
+        let list = upstreams
+            .iter()
+            .map(|addr| format!("\"{addr}\""))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let text = format!(
+            "# The built-in demo: no --config was given, so the proxy started {count} upstreams\n\
+             # itself (step 05's event loop serving the course's site, a process each).\n\
+             [proxy]\n\
+             upstream_header = true\n\
+             \n\
+             [[route]]\n\
+             prefix = \"/\"\n\
+             group = \"demo\"\n\
+             \n\
+             [group.demo]\n\
+             strategy = \"round_robin\"\n\
+             upstreams = [{list}]\n\
+             \n\
+             [group.demo.health]\n\
+             path = \"/\"\n\
+             interval_ms = 1000\n",
+            count = upstreams.len()
+        );
+        Config::parse("built-in demo", &text)
+    }
+
+    /// The group for a request to `host` (lower case, no port) and `path`: the route with the
+    /// longest matching prefix among those for this host, else among those for any host (as
+    /// nginx picks a `server` by name, then its longest `location` prefix). `None`: no route,
+    /// answered 404 by the proxy; nothing is forwarded anywhere.
+    pub fn route(&self, host: Option<&str>, path: &str) -> Option<usize> {
+        let longest = |for_host: &dyn Fn(&Route) -> bool| {
+            self.routes
+                .iter()
+                .filter(|route| for_host(route) && path.starts_with(&route.prefix))
+                .max_by_key(|route| route.prefix.len())
+                .map(|route| route.group)
+        };
+        let named = |route: &Route| route.host.is_some() && route.host.as_deref() == host;
+        longest(&named).or_else(|| longest(&|route: &Route| route.host.is_none()))
+    }
+}
+
+fn check_group(
+    name: &str,
+    group: &GroupFile,
+    index: usize,
+    upstreams: &mut Vec<Upstream>,
+) -> Result<Group, String> {
+    let context = format!("[group.{name}]");
+    if group.upstreams.is_empty() {
+        return Err(format!("{context} has no upstreams"));
+    }
+    let mut members = Vec::new();
+    for address in &group.upstreams {
+        // An IP address, not a name: a name would have to be resolved, once at start (and be
+        // wrong when it changes) or per request (a resolver in the request path). Service
+        // discovery is its own subject (docs/07-reverse-proxy.md).
+        let addr: SocketAddr = address.parse().map_err(|_| {
+            format!(
+                "{context}: upstream {address:?} is not an IP:port address (e.g. 127.0.0.1:9001)"
+            )
+        })?;
+        if upstreams
+            .iter()
+            .any(|u: &Upstream| u.group == index && u.addr == addr)
+        {
+            return Err(format!("{context}: upstream {addr} is listed twice"));
+        }
+        members.push(upstreams.len());
+        upstreams.push(Upstream {
+            group: index,
+            addr,
+            name: addr.to_string(),
+        });
+    }
+    let hash_key = match group.hash_key.as_deref() {
+        None | Some("client_ip") => HashKey::ClientIp,
+        Some(key) => match key.strip_prefix("header:") {
+            Some(header) if is_token(header) => HashKey::Header(header.to_ascii_lowercase()),
+            _ => {
+                return Err(format!(
+                    "{context}: hash_key must be \"client_ip\" or \"header:NAME\", not {key:?}"
+                ));
+            }
+        },
+    };
+    if group.hash_key.is_some() && group.strategy != Strategy::ConsistentHash {
+        return Err(format!(
+            "{context}: hash_key is for strategy = \"consistent_hash\""
+        ));
+    }
+    let host_header = match group.host_header.as_deref() {
+        None | Some("pass") => HostHeader::Pass,
+        Some("upstream") => HostHeader::Upstream,
+        // Checked here, so that no configured value can smuggle CR/LF (or anything else that is
+        // not a host) into the requests we send.
+        Some(host) if !host.is_empty() && host.bytes().all(is_host_byte) => {
+            HostHeader::Fixed(host.to_string())
+        }
+        Some(host) => {
+            return Err(format!(
+                "{context}: host_header must be \"pass\", \"upstream\" or a host name, not {host:?}"
+            ));
+        }
+    };
+    if let Some(health) = &group.health {
+        if !health.path.starts_with('/') || !health.path.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err(format!(
+                "{context}: health path must start with / and hold no spaces or control bytes"
+            ));
+        }
+        if health.interval_ms == 0
+            || health.timeout_ms == 0
+            || health.fails == 0
+            || health.passes == 0
+        {
+            return Err(format!(
+                "{context}: health interval_ms, timeout_ms, fails and passes must be at least 1"
+            ));
+        }
+    }
+    if group.outlier.consecutive_failures == 0 || group.outlier.ejection_ms == 0 {
+        return Err(format!(
+            "{context}: outlier consecutive_failures and ejection_ms must be at least 1"
+        ));
+    }
+    Ok(Group {
+        name: name.to_string(),
+        strategy: group.strategy,
+        hash_key,
+        host_header,
+        health: group.health.clone(),
+        outlier: group.outlier.clone(),
+        members,
+    })
+}
+
+fn check_route(number: usize, route: &RouteFile, groups: &[Group]) -> Result<Route, String> {
+    let group = groups
+        .iter()
+        .position(|g| g.name == route.group)
+        .ok_or_else(|| format!("route {number}: no [group.{}]", route.group))?;
+    if !route.prefix.starts_with('/') {
+        return Err(format!(
+            "route {number}: prefix {:?} must start with /",
+            route.prefix
+        ));
+    }
+    let host = match &route.host {
+        Some(host) if !host.is_empty() && host.bytes().all(is_host_byte) => {
+            Some(host.to_ascii_lowercase())
+        }
+        Some(host) => return Err(format!("route {number}: invalid host {host:?}")),
+        None => None,
+    };
+    Ok(Route {
+        prefix: route.prefix.clone(),
+        host,
+        group,
+    })
+}
+
+/// An HTTP token (RFC 9110 §5.6.2): what a header name is made of.
+fn is_token(text: &str) -> bool {
+    !text.is_empty()
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+}
+
+/// The bytes of a host name or address, with its port.
+fn is_host_byte(byte: u8) -> bool {
+    byte.is_ascii_alphanumeric() || b"-._:[]".contains(&byte)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+        [[route]]
+        prefix = "/api/"
+        group = "api"
+
+        [[route]]
+        group = "web"
+
+        [[route]]
+        host = "Admin.Example"
+        prefix = "/"
+        group = "api"
+
+        [group.api]
+        strategy = "consistent_hash"
+        hash_key = "header:X-User"
+        upstreams = ["127.0.0.1:9001", "127.0.0.1:9002"]
+
+        [group.web]
+        upstreams = ["[::1]:9003"]
+        host_header = "upstream"
+        health = { path = "/health", fails = 2 }
+    "#;
+
+    #[test]
+    fn a_good_file_is_read() {
+        let config = Config::parse("test", GOOD).unwrap();
+        assert_eq!(config.upstreams.len(), 3);
+        let api = &config.groups[config.route(None, "/api/users").unwrap()];
+        assert_eq!(api.name, "api");
+        assert_eq!(api.hash_key, HashKey::Header("x-user".into()));
+        let web = &config.groups[config.route(None, "/index.html").unwrap()];
+        assert_eq!(web.host_header, HostHeader::Upstream);
+        assert_eq!(
+            web.health.as_ref().map(|h| (h.fails, h.passes)),
+            Some((2, 2))
+        );
+        assert_eq!(config.proxy.read_timeout_ms, 30_000);
+    }
+
+    #[test]
+    fn the_longest_prefix_wins_and_hosts_come_first() {
+        let config = Config::parse("test", GOOD).unwrap();
+        let group = |host, path| {
+            config
+                .route(host, path)
+                .map(|g| config.groups[g].name.clone())
+        };
+        assert_eq!(group(None, "/api/x").as_deref(), Some("api"));
+        assert_eq!(group(None, "/apix").as_deref(), Some("web"));
+        assert_eq!(group(Some("admin.example"), "/x").as_deref(), Some("api"));
+        assert_eq!(group(Some("other.example"), "/x").as_deref(), Some("web"));
+        // Not a path at all (CONNECT's authority form): no route.
+        assert_eq!(group(None, "elsewhere.test:443"), None);
+    }
+
+    #[test]
+    fn mistakes_are_refused_with_a_reason() {
+        let cases = [
+            ("[[route]]\ngroup = \"x\"\n", "no [group.NAME]"),
+            (
+                "[[route]]\ngroup = \"nope\"\n[group.a]\nupstreams = [\"127.0.0.1:1\"]\n",
+                "no [group.nope]",
+            ),
+            (
+                "[[route]]\ngroup = \"a\"\n[group.a]\nupstreams = [\"localhost:80\"]\n",
+                "not an IP:port",
+            ),
+            (
+                "[[route]]\ngroup = \"a\"\n[group.a]\nupstreams = []\n",
+                "no upstreams",
+            ),
+            (
+                "[[route]]\ngroup = \"a\"\n[group.a]\nupstreams = [\"127.0.0.1:1\"]\nhost_header = \"a\\r\\nX: y\"\n",
+                "host_header",
+            ),
+            (
+                "[proxy]\nread_timout_ms = 5\n[[route]]\ngroup = \"a\"\n[group.a]\nupstreams = [\"127.0.0.1:1\"]\n",
+                "unknown field",
+            ),
+            (
+                "[proxy]\nread_timeout_ms = 0\n[[route]]\ngroup = \"a\"\n[group.a]\nupstreams = [\"127.0.0.1:1\"]\n",
+                "read_timeout_ms",
+            ),
+            (
+                "[[route]]\nprefix = \"api\"\ngroup = \"a\"\n[group.a]\nupstreams = [\"127.0.0.1:1\"]\n",
+                "must start with /",
+            ),
+            (
+                "[[route]]\ngroup = \"a\"\n[group.a]\nupstreams = [\"127.0.0.1:1\"]\nhash_key = \"client_ip\"\n",
+                "consistent_hash",
+            ),
+            (
+                "[[route]]\ngroup = \"a\"\n[group.a]\nstrategy = \"random\"\nupstreams = [\"127.0.0.1:1\"]\n",
+                "unknown variant",
+            ),
+            ("this is not toml", "expected"),
+        ];
+        for (text, why) in cases {
+            let error = Config::parse("test", text).unwrap_err();
+            assert!(error.contains(why), "{text:?}: {error}");
+            assert!(!error.contains('\n'), "one line: {error:?}");
+        }
+    }
+
+    #[test]
+    fn the_demo_configuration_is_valid() {
+        let addrs: Vec<SocketAddr> = vec![
+            "127.0.0.1:1".parse().unwrap(),
+            "127.0.0.1:2".parse().unwrap(),
+        ];
+        let config = Config::demo(&addrs).unwrap();
+        assert_eq!(config.upstreams.len(), 2);
+        assert!(config.proxy.upstream_header);
+        assert_eq!(config.route(Some("x"), "/"), Some(0));
+    }
+}

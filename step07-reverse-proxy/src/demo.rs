@@ -1,0 +1,132 @@
+//! The built-in demo: with no `--config`, the proxy starts a few upstreams itself and proxies
+//! to them, so that `cargo run` alone shows a proxy balancing real servers.
+//!
+//! Each demo upstream is this same binary run again with the hidden `--demo-upstream` option,
+//! which serves the course's site with step 05's event loop on a free loopback port and
+//! announces it with the contract's `listening on` line. Running a fresh copy of the binary
+//! (not a forked copy of the master) means it inherits none of the master's sockets and pipes:
+//! only its stdin, stdout and stderr.
+//!
+//! Its stdin is its lifeline. The master keeps the write end of that pipe and never writes to
+//! it; when the master exits, however it exits, the pipe closes, and the upstream reads end of
+//! file and shuts down gracefully, as step 06's workers watch their master.
+
+use std::io::{BufRead, BufReader, Read};
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use common::listen::{ListenOptions, announce, bind_listener};
+use common::{CommonArgs, Signals, Site};
+use step05_epoll_kqueue::{EventLoop, InlineRunner, LoopConfig, LoopStats};
+
+/// The demo's upstream processes.
+pub struct DemoUpstreams {
+    children: Vec<Child>,
+    pub addrs: Vec<SocketAddr>,
+}
+
+impl DemoUpstreams {
+    /// Starts `count` upstreams on free loopback ports and waits for each to announce itself.
+    ///
+    /// # Errors
+    ///
+    /// One line, when one cannot be started; those already started are stopped.
+    pub fn start(count: usize) -> Result<DemoUpstreams, String> {
+        let binary = std::env::current_exe().map_err(|error| {
+            format!("cannot find this program to start the demo upstreams: {error}")
+        })?;
+        let mut demo = DemoUpstreams {
+            children: Vec::new(),
+            addrs: Vec::new(),
+        };
+        for _ in 0..count {
+            let mut child = Command::new(&binary)
+                .args([
+                    "--demo-upstream",
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    "0",
+                    "--quiet",
+                ])
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .spawn()
+                .map_err(|error| format!("cannot start a demo upstream: {error}"))?;
+            let line = child.stdout.take().and_then(|stdout| {
+                let mut line = String::new();
+                BufReader::new(stdout).read_line(&mut line).ok()?;
+                Some(line)
+            });
+            demo.children.push(child);
+            let addr = line
+                .as_deref()
+                .and_then(|line| line.trim().strip_prefix("listening on http://"))
+                .and_then(|addr| addr.parse().ok())
+                .ok_or_else(|| format!("a demo upstream did not start (it said {line:?})"))?;
+            demo.addrs.push(addr);
+        }
+        Ok(demo)
+    }
+
+    /// Closes every upstream's lifeline and waits for them to exit (killing any that take
+    /// more than two seconds), so that the proxy leaves no process behind.
+    pub fn stop(mut self) {
+        for child in &mut self.children {
+            drop(child.stdin.take());
+        }
+        let deadline = Instant::now() + Duration::from_secs(2);
+        for child in &mut self.children {
+            // The master may have reaped it already (it reaps every child that exits): then
+            // there is nothing left to wait for.
+            while matches!(child.try_wait(), Ok(None)) && Instant::now() < deadline {
+                thread::sleep(Duration::from_millis(10));
+            }
+            if matches!(child.try_wait(), Ok(None)) {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
+    }
+}
+
+/// The life of a demo upstream process (`--demo-upstream`): the site on step 05's event loop,
+/// until `SIGTERM`, `SIGINT` or the end of its stdin.
+///
+/// # Errors
+///
+/// One line, when it cannot listen or start its loop.
+pub fn serve_upstream(common: &CommonArgs) -> Result<(), String> {
+    let options = ListenOptions {
+        nonblocking: true,
+        ..ListenOptions::default()
+    };
+    let listener = bind_listener(&common.host, common.port, options)?;
+    let signals = Signals::install(&[])
+        .map_err(|error| format!("cannot install signal handlers: {error}"))?;
+    announce(&listener).map_err(|error| format!("cannot print the start-up line: {error}"))?;
+    thread::Builder::new()
+        .name("lifeline".into())
+        .spawn(move || {
+            // Nothing is ever written: this returns at end of file, when the proxy is gone.
+            let _ = std::io::stdin().lock().read_to_end(&mut Vec::new());
+            signals.request_shutdown();
+        })
+        .map_err(|error| format!("cannot watch stdin: {error}"))?;
+    let site = Site::new("step07-demo-upstream", common.delay());
+    let config = LoopConfig::new(common);
+    let event_loop = EventLoop::new(
+        &site,
+        config,
+        signals,
+        Arc::new(LoopStats::default()),
+        Box::new(InlineRunner),
+    )
+    .map_err(|error| format!("cannot start the event loop: {error}"))?;
+    event_loop
+        .run(listener)
+        .map_err(|error| format!("the event loop failed: {error}"))
+}
