@@ -34,7 +34,7 @@ from fairness import answers_per_client  # noqa: E402
 from load import run_wrk  # noqa: E402
 from servers import (  # noqa: E402
     ROOT, PeerServer, StepServer, apache_peer, build_release, machine, nginx_peer, raise_fd_limit,
-    render_template, write_region,
+    render_template, write_proxy_config, write_region,
 )
 
 DOC = os.path.join(ROOT, "docs", "performance.md")
@@ -107,9 +107,8 @@ def proxy_comparison(rows, runs, duration):
     with StepServer("step06-master-worker") as upstream:
         config = os.path.join(ROOT, "target", "bench-vs-nginx-proxy.toml")
         os.makedirs(os.path.dirname(config), exist_ok=True)
-        with open(config, "w") as out:
-            out.write(f'[[upstream]]\nname = "app"\nservers = ["{upstream.host}:{upstream.port}"]\n\n'
-                      f'[[route]]\nprefix = "/"\nupstream = "app"\n')
+        # One group of one upstream, keep-alive pool of 100, as nginx-proxy.conf's upstream.
+        write_proxy_config(config, [f"{upstream.host}:{upstream.port}"])
 
         def nginx_proxy(port, workdir):
             os.makedirs(os.path.join(workdir, "logs"), exist_ok=True)

@@ -279,6 +279,21 @@ class PeerServer:
         self.stop()
 
 
+def write_proxy_config(path, upstreams, upstream_header=False):
+    """Writes a step 07 configuration (for `--config`) to `path`: one route, `/`, to one
+    round-robin group of `upstreams` ("IP:port" each), with step 07's default timeouts and
+    keep-alive pool. Returns `path`. Without a configuration, step 07 runs its demo instead
+    (three upstreams of its own), which is fine for a try but not for a comparison with nginx
+    in front of the same upstream."""
+    listed = ", ".join(f'"{address}"' for address in upstreams)
+    with open(path, "w") as out:
+        out.write("[proxy]\n"
+                  f"upstream_header = {'true' if upstream_header else 'false'}\n\n"
+                  '[[route]]\nprefix = "/"\ngroup = "app"\n\n'
+                  f'[group.app]\nstrategy = "round_robin"\nupstreams = [{listed}]\n')
+    return path
+
+
 # --- measuring a running server -----------------------------------------------------------
 
 class Sampler:
