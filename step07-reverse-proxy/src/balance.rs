@@ -70,29 +70,43 @@ impl Ring {
     }
 }
 
-/// Round robin: the first available member from turn `turn` on.
+/// Round robin: the available members take turns. Turn `turn` goes to the
+/// `turn % available`-th available member, so that a member that is down gives its turns to
+/// all the others alike, not all to its neighbour (as "the first available from `turn` on"
+/// would: with one of three down, its neighbour would get two requests in three). nginx's
+/// round robin also skips a down peer without favouring the next one.
 pub fn round_robin(
     members: usize,
     turn: usize,
-    available: impl Fn(usize) -> bool,
+    available: impl Fn(usize) -> bool + Copy,
 ) -> Option<usize> {
-    (0..members)
-        .map(|i| (turn + i) % members)
-        .find(|&position| available(position))
+    rotation(members, turn, available).next()
 }
 
 /// Least connections: the available member with the fewest requests in flight; among equals,
-/// the first from turn `turn` on, so that an idle group still spreads its requests.
+/// the first in round-robin order from turn `turn`, so that an idle group still spreads its
+/// requests evenly.
 pub fn least_conn(
     members: usize,
     turn: usize,
     in_flight: impl Fn(usize) -> usize,
-    available: impl Fn(usize) -> bool,
+    available: impl Fn(usize) -> bool + Copy,
 ) -> Option<usize> {
-    (0..members)
-        .map(|i| (turn + i) % members)
-        .filter(|&position| available(position))
-        .min_by_key(|&position| in_flight(position))
+    rotation(members, turn, available).min_by_key(|&position| in_flight(position))
+}
+
+/// The available members, starting with the `turn % available`-th one and wrapping around.
+fn rotation(
+    members: usize,
+    turn: usize,
+    available: impl Fn(usize) -> bool + Copy,
+) -> impl Iterator<Item = usize> {
+    let usable = move || (0..members).filter(move |&p| available(p));
+    let start = match usable().count() {
+        0 => 0,
+        count => turn % count,
+    };
+    usable().skip(start).chain(usable().take(start))
 }
 
 #[cfg(test)]
@@ -118,7 +132,8 @@ mod tests {
         let picks: Vec<_> = (0..4)
             .filter_map(|turn| round_robin(3, turn, |p| p != 1))
             .collect();
-        assert_eq!(picks, [0, 2, 2, 0]);
+        // Member 1's turns are shared by 0 and 2, not all given to 2.
+        assert_eq!(picks, [0, 2, 0, 2]);
         assert_eq!(round_robin(3, 0, |_| false), None);
     }
 
