@@ -103,7 +103,7 @@ def proxy_comparison(rows, runs, duration):
     if not (nginx_peer(1) and os.path.exists(template)):
         print("bench_vs_nginx: skipping the step07 row: nginx or scripts/peers/nginx-proxy.conf missing")
         return None
-    results = {"ours": [], "theirs": []}
+    results = {"ours": [], "theirs": [], "direct": []}
     with StepServer("step06-master-worker") as upstream:
         config = os.path.join(ROOT, "target", "bench-vs-nginx-proxy.toml")
         os.makedirs(os.path.dirname(config), exist_ok=True)
@@ -127,6 +127,12 @@ def proxy_comparison(rows, runs, duration):
                     results[side].append(result)
                 print(f"run {run + 1}/{runs}: step07 proxy {side:<6} "
                       f"{result['requests_per_s'] if result else 0:>10,.0f} req/s")
+            # And the upstream alone, without a proxy in front: what the hop costs.
+            result = run_wrk(upstream.url + "/", 100, duration, keep_alive=True)
+            if result:
+                results["direct"].append(result)
+            print(f"run {run + 1}/{runs}: step06 direct      "
+                  f"{result['requests_per_s'] if result else 0:>10,.0f} req/s")
     return results
 
 
@@ -175,6 +181,10 @@ def render(report):
         lines += ["", f"step07 → step06 against nginx `proxy_pass` → the same step06 (keep-alive c100): "
                       f"{p['ours_rps']:,.0f} against {p['theirs_rps']:,.0f} req/s ({p['ratio']:.2f}×, target ≥ 1.0×); "
                       f"p99 {p['ours_p99']:.1f} against {p['theirs_p99']:.1f} ms."]
+        if "direct_rps" in p:
+            lines += ["", f"The same step06 without a proxy in front, same run: {p['direct_rps']:,.0f} req/s, "
+                          f"p99 {p['direct_p99']:.1f} ms: through step07, {p['ours_rps'] / p['direct_rps']:.2f}× of "
+                          f"direct; through nginx, {p['theirs_rps'] / p['direct_rps']:.2f}×."]
     if report.get("idle"):
         lines += ["", "| idle keep-alive connections | processes | bytes per connection (RSS) |", "|---|---:|---:|"]
         for row in report["idle"]:
@@ -236,6 +246,9 @@ def main():
                            "theirs_rps": med(proxy["theirs"], "requests_per_s"),
                            "ratio": med(proxy["ours"], "requests_per_s") / med(proxy["theirs"], "requests_per_s"),
                            "ours_p99": med(proxy["ours"], "p99_ms"), "theirs_p99": med(proxy["theirs"], "p99_ms")}
+        if proxy["direct"]:
+            report["proxy"]["direct_rps"] = med(proxy["direct"], "requests_per_s")
+            report["proxy"]["direct_p99"] = med(proxy["direct"], "p99_ms")
     report["idle"] = idle_memory(rows)
 
     table = render(report)

@@ -34,14 +34,17 @@ def main():
     parser.add_argument("step")
     parser.add_argument("-n", "--requests", type=int, default=20000)
     parser.add_argument("--top", type=int, default=0, help="also list the N costliest functions")
+    parser.add_argument("--binary", help="run this executable instead of the step's release build "
+                        "(an older build, to compare)")
     args = parser.parse_args()
     for tool in ("valgrind", "callgrind_annotate"):
         if subprocess.run(["which", tool], capture_output=True).returncode != 0:
             parser.error(f"needs {tool} (apt-get install valgrind)")
-    build_release([args.step])
+    if not args.binary:
+        build_release([args.step])
     out = tempfile.NamedTemporaryFile(suffix=".callgrind", delete=False).name
     server = subprocess.Popen(["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}",
-                               binary(args.step), "--port", "0", "--quiet"],
+                               args.binary or binary(args.step), "--port", "0", "--quiet"],
                               stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     try:
         port = int(server.stdout.readline().rsplit(":", 1)[1])

@@ -81,12 +81,15 @@ def main():
     )
     parser.add_argument("step", help="crate, e.g. step05-epoll-kqueue")
     parser.add_argument("-n", "--requests", type=int, default=5000, help="per phase (default 5000)")
+    parser.add_argument("--binary", help="run this executable instead of the step's release build "
+                        "(an older build, to compare)")
     args = parser.parse_args()
     if subprocess.run(["which", "strace"], capture_output=True).returncode != 0:
         parser.error("needs strace (apt-get install strace)")
-    build_release([args.step])
+    if not args.binary:
+        build_release([args.step])
     for label, keep_alive in (("kept-alive connection", True), ("a connection each", False)):
-        counts = phase(binary(args.step), args.requests, keep_alive)
+        counts = phase(args.binary or binary(args.step), args.requests, keep_alive)
         # Start-up and shutdown calls divide to almost nothing over thousands of requests.
         shown = {name: per for name, per in counts.items() if per >= 0.05}
         total = sum(shown.values())

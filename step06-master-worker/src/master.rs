@@ -371,10 +371,9 @@ impl Master {
     /// `SIGTERM`/`SIGINT`: every worker finishes its requests in flight and exits; returns
     /// once all are reaped, so that the master leaves neither orphans nor zombies.
     fn stop_all(&mut self) {
-        log::event(format_args!(
-            "master: stopping {} workers",
-            self.workers.len()
-        ));
+        let count = self.workers.len();
+        let plural = if count == 1 { "" } else { "s" };
+        log::event(format_args!("master: stopping {count} worker{plural}"));
         for slot in &mut self.slots {
             slot.respawn_at = None;
         }

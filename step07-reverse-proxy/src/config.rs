@@ -612,6 +612,23 @@ mod tests {
     }
 
     #[test]
+    fn the_example_configurations_are_valid() {
+        let examples = concat!(env!("CARGO_MANIFEST_DIR"), "/examples");
+        let mut checked = 0;
+        for entry in std::fs::read_dir(examples).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_some_and(|e| e == "toml") {
+                let path = path.to_string_lossy();
+                if let Err(error) = Config::load(&path) {
+                    panic!("{path}: {error}");
+                }
+                checked += 1;
+            }
+        }
+        assert!(checked >= 2, "only {checked} examples in {examples}");
+    }
+
+    #[test]
     fn the_demo_configuration_is_valid() {
         let addrs: Vec<SocketAddr> = vec![
             "127.0.0.1:1".parse().unwrap(),
