@@ -58,8 +58,11 @@ def phase(path, requests, keep_alive):
                     read_answer(client)
         time.sleep(0.2)
     finally:
-        # strace passes the signal on and writes its summary when the server has exited.
-        server.send_signal(signal.SIGTERM)
+        # The server itself gets the SIGTERM (strace would not pass its own on); strace writes
+        # its summary when the server has exited.
+        with open(f"/proc/{server.pid}/task/{server.pid}/children") as children:
+            for pid in children.read().split():
+                os.kill(int(pid), signal.SIGTERM)
         server.wait()
     with open(out) as report:
         text = report.read()
