@@ -34,7 +34,7 @@ from fairness import answers_per_client  # noqa: E402
 from load import run_wrk  # noqa: E402
 from servers import (  # noqa: E402
     ROOT, PeerServer, StepServer, apache_peer, build_release, machine, nginx_peer, raise_fd_limit,
-    render_template, write_proxy_config, write_region,
+    nginx_proxy_peer, write_proxy_config, write_region,
 )
 
 DOC = os.path.join(ROOT, "docs", "performance.md")
@@ -110,17 +110,9 @@ def proxy_comparison(rows, runs, duration):
         # One group of one upstream, keep-alive pool of 100, as nginx-proxy.conf's upstream.
         write_proxy_config(config, [f"{upstream.host}:{upstream.port}"])
 
-        def nginx_proxy(port, workdir):
-            os.makedirs(os.path.join(workdir, "logs"), exist_ok=True)
-            os.makedirs(os.path.join(workdir, "temp"), exist_ok=True)
-            conf = render_template("nginx-proxy.conf", workdir, port=port, workers="auto",
-                                   prefix=workdir, upstream=f"{upstream.host}:{upstream.port}")
-            return subprocess.Popen(["nginx", "-p", workdir, "-c", conf], stdout=subprocess.DEVNULL,
-                                    stderr=subprocess.DEVNULL, start_new_session=True)
-
         for run in range(runs):
             for side, spec in (("ours", step("step07-reverse-proxy", "--config", config)),
-                               ("theirs", peer("nginx proxy_pass", nginx_proxy))):
+                               ("theirs", peer("nginx proxy_pass", nginx_proxy_peer(f"{upstream.host}:{upstream.port}", "auto")))):
                 with start_server(spec) as server:
                     result = run_wrk(server.url + "/", 100, duration, keep_alive=True)
                 if result:

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Where a proxy's time goes: CPU per request, user and kernel, step07 against nginx.
+"""Where the time goes: CPU per request, user and kernel, ours against nginx, same run.
 
 Starts step06 as the upstream, then in turn step07 (one group of that upstream) and nginx
 `proxy_pass` to it (scripts/peers/nginx-proxy.conf), each with --workers workers, and loads
@@ -9,9 +9,14 @@ kernel, and divides by the requests answered. Then the same for the upstream alo
 directly. With --perf, it also samples the step07 worker with `perf record` and prints the
 shares of its time by library and the costliest functions.
 
+With --close, it compares step06 and nginx (`worker_processes auto`) serving the hello page
+themselves, with a new connection per request (wrk's `Connection: close`): how much of a short
+connection's cost is the kernel's, which no server can save.
+
 Examples:
   python3 scripts/cpu_per_request.py
   python3 scripts/cpu_per_request.py --perf
+  python3 scripts/cpu_per_request.py --close
 """
 
 import argparse
@@ -23,8 +28,8 @@ import tempfile
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from load import run_wrk  # noqa: E402
 from servers import (  # noqa: E402
-    ROOT, PeerServer, StepServer, build_release, machine, nginx_peer, process_tree, raise_fd_limit,
-    render_template, write_proxy_config,
+    ROOT, PeerServer, StepServer, build_release, machine, nginx_peer, nginx_proxy_peer, process_tree,
+    raise_fd_limit, write_proxy_config,
 )
 
 TICKS = os.sysconf("SC_CLK_TCK")
@@ -46,8 +51,8 @@ def cpu_seconds(root, exclude=()):
     return user / TICKS, kernel / TICKS
 
 
-def measure(label, server, duration, exclude=(), perf=False):
-    run_wrk(server.url + "/", 100, 1)  # warm-up: pools filled, pages faulted in
+def measure(label, server, duration, exclude=(), perf=False, keep_alive=True):
+    run_wrk(server.url + "/", 100, 1, keep_alive)  # warm-up: pools filled, pages faulted in
     before = cpu_seconds(server.pid, exclude)
     recorder = None
     if perf:
@@ -56,7 +61,7 @@ def measure(label, server, duration, exclude=(), perf=False):
         recorder = subprocess.Popen(["perf", "record", "-e", "cpu-clock", "-F", "999", "-g", "-o", data,
                                      "-p", ",".join(map(str, workers)), "--", "sleep", str(duration)],
                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    result = run_wrk(server.url + "/", 100, duration)
+    result = run_wrk(server.url + "/", 100, duration, keep_alive)
     after = cpu_seconds(server.pid, exclude)
     if result is None or not result["requests"]:
         sys.exit(f"cpu_per_request: wrk gave no result against {label}")
@@ -87,10 +92,20 @@ def main():
     parser.add_argument("--duration", type=int, default=5, help="seconds of load (default 5)")
     parser.add_argument("--workers", default="1", help="proxy workers, both sides (default 1)")
     parser.add_argument("--perf", action="store_true", help="also profile step07's worker with perf")
+    parser.add_argument("--close", action="store_true",
+                        help="step06 against nginx auto, serving themselves, a connection per request")
     args = parser.parse_args()
     if not nginx_peer(1):
         parser.error("needs nginx (apt-get install nginx-light)")
     raise_fd_limit()
+    if args.close:
+        build_release(["step06-master-worker"])
+        print(f"wrk -t2 -c100, Connection: close, {args.duration} s each; {machine()}")
+        with StepServer("step06-master-worker") as ours:
+            measure("step06, workers auto", ours, args.duration, keep_alive=False)
+        with PeerServer("nginx", nginx_peer("auto")) as theirs:
+            measure("nginx, worker_processes auto", theirs, args.duration, keep_alive=False)
+        return 0
     build_release(["step06-master-worker", "step07-reverse-proxy"])
     print(f"wrk -t2 -c100 keep-alive, {args.duration} s each; {machine()}")
     with StepServer("step06-master-worker") as upstream:
@@ -100,15 +115,7 @@ def main():
         with StepServer("step07-reverse-proxy", ["--config", config, "--workers", args.workers]) as ours:
             measure("step07 -> step06", ours, args.duration, upstream_pids, args.perf)
 
-        def nginx_proxy(port, workdir):
-            os.makedirs(os.path.join(workdir, "logs"), exist_ok=True)
-            os.makedirs(os.path.join(workdir, "temp"), exist_ok=True)
-            conf = render_template("nginx-proxy.conf", workdir, port=port, workers=args.workers,
-                                   prefix=workdir, upstream=address)
-            return subprocess.Popen(["nginx", "-p", workdir, "-c", conf], stdout=subprocess.DEVNULL,
-                                    stderr=subprocess.DEVNULL, start_new_session=True)
-
-        with PeerServer("nginx proxy_pass", nginx_proxy) as theirs:
+        with PeerServer("nginx proxy_pass", nginx_proxy_peer(address, args.workers)) as theirs:
             measure("nginx proxy_pass -> step06", theirs, args.duration, upstream_pids)
         measure("step06 alone", upstream, args.duration)
     return 0

@@ -16,6 +16,7 @@ Examples:
   python3 scripts/hardening_report.py
   python3 scripts/hardening_report.py step05-epoll-kqueue step07-reverse-proxy
   python3 scripts/hardening_report.py --write-docs
+  python3 scripts/hardening_report.py step07-reverse-proxy --keep-others --write-docs
 """
 
 import argparse
@@ -130,6 +131,9 @@ def main():
     )
     parser.add_argument("steps", nargs="*", help="crates to measure (default: all seven)")
     parser.add_argument("--write-docs", action="store_true", help=f"update the table in {DOC}")
+    parser.add_argument("--keep-others", action="store_true",
+                        help="measure only the steps named; keep the other rows of the last run "
+                             "(target/hardening.json)")
     args = parser.parse_args()
     steps = args.steps or STEPS
     unknown = [step for step in steps if step not in STEPS]
@@ -137,8 +141,14 @@ def main():
         parser.error(f"unknown step {unknown[0]} (one of {', '.join(STEPS)})")
     build_release(steps)
     results = [measure(step) for step in steps]
+    saved = os.path.join(ROOT, "target", "hardening.json")
+    if args.keep_others and os.path.exists(saved):
+        with open(saved) as source:
+            earlier = {row["step"]: row for row in json.load(source)}
+        earlier.update({row["step"]: row for row in results})
+        results = [earlier[step] for step in STEPS if step in earlier]
     os.makedirs(os.path.join(ROOT, "target"), exist_ok=True)
-    with open(os.path.join(ROOT, "target", "hardening.json"), "w") as out:
+    with open(saved, "w") as out:
         json.dump(results, out, indent=1)
     table = render(results, machine())
     print(table)

@@ -39,6 +39,22 @@ def _limit_open_files(limit):
     resource.setrlimit(resource.RLIMIT_NOFILE, (limit, limit))
 
 
+def stop_group(process, timeout):
+    """SIGTERM to `process`, then SIGKILL to its whole process group (what it forked too) if it
+    has not exited within `timeout` seconds; reaps it."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            pass
+    try:
+        os.killpg(process.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+    process.wait()
+
+
 class StepServer:
     """A step's release binary running on a free loopback port, stopped by pid on exit."""
 
@@ -75,17 +91,7 @@ class StepServer:
 
     def stop(self, timeout=15):
         """SIGTERM, then SIGKILL to the whole group if it does not exit in time."""
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                pass
-        try:
-            os.killpg(self.process.pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
-        self.process.wait()
+        stop_group(self.process, timeout)
 
     def __enter__(self):
         return self
@@ -259,17 +265,7 @@ class PeerServer:
         return self.process.pid
 
     def stop(self):
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                pass
-        try:
-            os.killpg(self.process.pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
-        self.process.wait()
+        stop_group(self.process, 10)
         shutil.rmtree(self.workdir, ignore_errors=True)
 
     def __enter__(self):
@@ -277,6 +273,21 @@ class PeerServer:
 
     def __exit__(self, *exc):
         self.stop()
+
+
+def nginx_proxy_peer(upstream, workers):
+    """A `start(port, workdir)` for PeerServer: nginx `proxy_pass` to `upstream` ("IP:port")
+    with `workers` worker processes, from scripts/peers/nginx-proxy.conf."""
+
+    def start(port, workdir):
+        os.makedirs(os.path.join(workdir, "logs"), exist_ok=True)
+        os.makedirs(os.path.join(workdir, "temp"), exist_ok=True)
+        conf = render_template("nginx-proxy.conf", workdir, port=port, workers=workers,
+                               prefix=workdir, upstream=upstream)
+        return subprocess.Popen(["nginx", "-p", workdir, "-c", conf], stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL, start_new_session=True)
+
+    return start
 
 
 def write_proxy_config(path, upstreams, upstream_header=False):

@@ -16,6 +16,7 @@
 //! | no byte from the upstream for `read_timeout_ms` (or no connection in `connect_timeout_ms`) | 504 |
 //! | the client leaves while we wait | nothing; the upstream request is dropped, which closes its connection |
 //! | the upstream fails mid-body | the answer is cut off and the connection closed: too late for a status |
+//! | the proxy is out of file descriptors (no socket for the upstream) | 500, and no mark against the upstream |
 //!
 //! A `GET` or `HEAD` without a body that fails before any answer arrived (except by a read
 //! timeout) is tried once more on another upstream of the group: these methods are idempotent
@@ -116,6 +117,21 @@ pub async fn forward(
                     relay(client, proxy, request, response, upstream, body_sent).await;
                 outcome.upstream_time = Some(upstream_time);
                 return outcome;
+            }
+            Exchange::Failed(error) if out_of_descriptors(&error) => {
+                // Our fault, not the upstream's: as nginx, a 500, and no mark against it.
+                log::error(format_args!("upstream {name}: {}", describe(&error)));
+                let page = "500 Internal Server Error: the proxy is out of file descriptors; try again shortly\n";
+                return gateway_error(
+                    client,
+                    proxy,
+                    request,
+                    500,
+                    page.into(),
+                    body_sent_already,
+                    None,
+                )
+                .await;
             }
             Exchange::Failed(error) => {
                 proxy.upstreams.failed(upstream);
@@ -389,7 +405,7 @@ async fn relay(
     }
 }
 
-/// The proxy's own 502 or 504, because of `upstream` (`None`: none was available). The
+/// The proxy's own 500, 502 or 504, because of `upstream` (`None`: none was available). The
 /// connection stays open if the request's body was read whole, and the client wants it open.
 async fn gateway_error(
     client: &mut Client,
@@ -416,6 +432,23 @@ fn ready_now<F: Future>(future: std::pin::Pin<&mut F>) -> Option<F::Output> {
         Poll::Ready(output) => Some(output),
         Poll::Pending => None,
     }
+}
+
+/// Whether `error` is ours, not the upstream's: the proxy ran out of file descriptors
+/// (`EMFILE`, `ENFILE`) and could not even create the socket. Blaming the upstream would eject
+/// a healthy one, and every other with it, until the checks bring them back seconds later.
+/// nginx does not count a failed `socket()` against the peer either.
+pub fn out_of_descriptors(error: &reqwest::Error) -> bool {
+    let mut source = std::error::Error::source(error);
+    while let Some(cause) = source {
+        if let Some(io) = cause.downcast_ref::<std::io::Error>()
+            && matches!(io.raw_os_error(), Some(libc::EMFILE | libc::ENFILE))
+        {
+            return true;
+        }
+        source = cause.source();
+    }
+    false
 }
 
 /// An error with its causes, on one line: reqwest's own message is only the outermost layer

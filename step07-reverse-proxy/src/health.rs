@@ -75,6 +75,12 @@ async fn watch_upstream(
             .timeout(Duration::from_millis(check.timeout_ms))
             .send()
             .await;
+        if let Err(error) = &result
+            && crate::forward::out_of_descriptors(error)
+        {
+            // The proxy itself is out of descriptors: this check says nothing of the upstream.
+            continue;
+        }
         let failure = match result {
             Ok(response)
                 if response.status().is_success() || response.status().is_redirection() =>
