@@ -26,6 +26,14 @@ use crate::request::{Action, Request, Role, decide};
 /// before it stops reading and lets TCP hold the rest.
 const READ_AHEAD_LIMIT: usize = 64 * 1024;
 
+/// A client's end of stream that comes this soon after its request head is a *half-close*: the
+/// client shut down its sending side once its request was out (`nc -N`, `shutdown(SHUT_WR)`)
+/// and still waits for the answer. One that comes later, while the upstream works, is a
+/// client that left. TCP cannot tell the two apart (a FIN is a FIN), so time does, and nginx
+/// ends up with the same rule: it learns of a FIN that came with the request only when it
+/// writes the answer, and cancels the upstream request for one that comes while it waits.
+const HALF_CLOSE_WINDOW: Duration = Duration::from_millis(100);
+
 /// How long a connection closing after an error answer keeps draining what the client still
 /// sends, so that our answer is not destroyed by a reset (see [`Client::close_gently`]).
 const LINGER: Duration = Duration::from_secs(1);
@@ -43,6 +51,8 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, proxy: Arc<Proxy>, role:
         peer,
         role,
         buf: Vec::new(),
+        head_at: Instant::now(),
+        half_closed: false,
     };
     client.serve(&proxy, role).await;
     if role == Role::Client {
@@ -59,6 +69,11 @@ pub struct Client {
     pub role: Role,
     /// Read, not consumed: the rest of a head, a body's first bytes, pipelined requests.
     pub buf: Vec<u8>,
+    /// When the last request head was complete (or, with `--delay-ms`, when its forwarding
+    /// began).
+    pub head_at: Instant,
+    /// The client half-closed (see [`HALF_CLOSE_WINDOW`]): it gets its answer, then the end.
+    pub half_closed: bool,
 }
 
 /// How reading the next request head ended, when it did not produce a request.
@@ -87,12 +102,14 @@ impl Client {
                 Action::Forward(to) => {
                     if !proxy.delay.is_zero() {
                         sleep(proxy.delay).await;
+                        // A FIN that came during the delay is read now: still a half-close.
+                        self.head_at = Instant::now();
                     }
                     forward(self, proxy, &request, to).await
                 }
             };
             self.log(proxy, &request, &outcome);
-            if !outcome.keep_alive {
+            if !outcome.keep_alive || self.half_closed {
                 if outcome.linger {
                     self.close_gently().await;
                 }
@@ -121,6 +138,7 @@ impl Client {
             if !self.buf.is_empty() {
                 match parse_head(&self.buf) {
                     Ok(Some(head)) => {
+                        self.head_at = Instant::now();
                         let decided = decide(&head, &self.buf, self.peer, proxy, role);
                         let len = head.len;
                         self.buf.drain(..len);
@@ -265,7 +283,9 @@ impl Client {
     }
 
     /// Resolves when the client closes or resets its side: while it waits for an answer, a
-    /// client has nothing to send but pipelined requests, which are read ahead and kept.
+    /// client has nothing to send but pipelined requests, which are read ahead and kept. An
+    /// end of stream right after the request is a half-close, not a departure: it never
+    /// resolves then.
     pub async fn gone(&mut self) {
         loop {
             if self.buf.len() >= READ_AHEAD_LIMIT {
@@ -274,6 +294,11 @@ impl Client {
             }
             self.buf.reserve(4096);
             match self.stream.read_buf(&mut self.buf).await {
+                Ok(0) if self.head_at.elapsed() < HALF_CLOSE_WINDOW => {
+                    // Half-closed: nothing more to read, and an answer still wanted.
+                    self.half_closed = true;
+                    std::future::pending::<()>().await;
+                }
                 Ok(0) | Err(_) => return,
                 Ok(_) => {}
             }
