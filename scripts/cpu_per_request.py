@@ -29,31 +29,12 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from load import run_wrk  # noqa: E402
 from servers import (  # noqa: E402
     ROOT, PeerServer, StepServer, build_release, machine, nginx_peer, nginx_proxy_peer, process_tree,
-    raise_fd_limit, write_proxy_config,
+    raise_fd_limit, tree_cpu_seconds, write_proxy_config,
 )
-
-TICKS = os.sysconf("SC_CLK_TCK")
-
-
-def cpu_seconds(root, exclude=()):
-    """(user, kernel) CPU seconds of the tree under `root`, without the pids in `exclude`."""
-    user = kernel = 0
-    for pid in process_tree(root):
-        if pid in exclude:
-            continue
-        try:
-            with open(f"/proc/{pid}/stat") as stat:
-                fields = stat.read().rsplit(")", 1)[1].split()
-            user += int(fields[11])
-            kernel += int(fields[12])
-        except (OSError, IndexError, ValueError):
-            pass
-    return user / TICKS, kernel / TICKS
-
 
 def measure(label, server, duration, exclude=(), perf=False, keep_alive=True):
     run_wrk(server.url + "/", 100, 1, keep_alive)  # warm-up: pools filled, pages faulted in
-    before = cpu_seconds(server.pid, exclude)
+    before = tree_cpu_seconds(server.pid, exclude)
     recorder = None
     if perf:
         workers = [pid for pid in process_tree(server.pid) if pid != server.pid and pid not in exclude]
@@ -62,7 +43,7 @@ def measure(label, server, duration, exclude=(), perf=False, keep_alive=True):
                                      "-p", ",".join(map(str, workers)), "--", "sleep", str(duration)],
                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     result = run_wrk(server.url + "/", 100, duration, keep_alive)
-    after = cpu_seconds(server.pid, exclude)
+    after = tree_cpu_seconds(server.pid, exclude)
     if result is None or not result["requests"]:
         sys.exit(f"cpu_per_request: wrk gave no result against {label}")
     user = (after[0] - before[0]) / result["requests"] * 1e6

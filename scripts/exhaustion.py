@@ -27,23 +27,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from servers import StepServer, build_release, process_tree  # noqa: E402
-
-TICKS = os.sysconf("SC_CLK_TCK")
-
-
-def cpu_seconds(root):
-    """User and system CPU time of the tree under `root`, in seconds."""
-    total = 0
-    for pid in process_tree(root):
-        try:
-            with open(f"/proc/{pid}/stat") as stat:
-                fields = stat.read().rsplit(")", 1)[1].split()
-            total += int(fields[11]) + int(fields[12])
-        except (OSError, IndexError, ValueError):
-            pass
-    return total / TICKS
-
+from servers import StepServer, build_release, tree_cpu_seconds  # noqa: E402
 
 def get(host, port, timeout):
     with socket.create_connection((host, port), timeout=timeout) as client:
@@ -86,9 +70,9 @@ def main():
             except OSError:
                 refused += 1
         time.sleep(0.5)  # let the server reach its limit
-        cpu_before, started = cpu_seconds(server.pid), time.monotonic()
+        cpu_before, started = sum(tree_cpu_seconds(server.pid)), time.monotonic()
         time.sleep(args.hold)
-        cpu_share = (cpu_seconds(server.pid) - cpu_before) / (time.monotonic() - started)
+        cpu_share = (sum(tree_cpu_seconds(server.pid)) - cpu_before) / (time.monotonic() - started)
         for client in flood:
             client.close()
         released = time.monotonic()

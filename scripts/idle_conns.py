@@ -28,31 +28,9 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from servers import PeerServer, StepServer, build_release, nginx_peer, tree_usage  # noqa: E402
+from servers import PeerServer, StepServer, build_release, nginx_peer, read_response, tree_usage  # noqa: E402
 
 BATCH = 500
-
-
-def read_response(sock):
-    """Reads one response with a Content-Length body; returns its head as text."""
-    data = b""
-    while b"\r\n\r\n" not in data:
-        chunk = sock.recv(65536)
-        if not chunk:
-            raise ConnectionError("closed before the answer")
-        data += chunk
-    head, body = data.split(b"\r\n\r\n", 1)
-    length = 0
-    for line in head.split(b"\r\n")[1:]:
-        name, _, value = line.partition(b":")
-        if name.strip().lower() == b"content-length":
-            length = int(value)
-    while len(body) < length:
-        chunk = sock.recv(65536)
-        if not chunk:
-            raise ConnectionError("closed in the middle of the answer")
-        body += chunk
-    return head.decode("latin-1"), body
 
 
 def open_idle(host, port, count, path):
@@ -64,7 +42,7 @@ def open_idle(host, port, count, path):
         for sock in batch:
             sock.sendall(request)
         for sock in batch:
-            head, _ = read_response(sock)
+            _, head, _, _ = read_response(sock)
             if not head.startswith("HTTP/1.1 200"):
                 raise RuntimeError(f"unexpected answer: {head.splitlines()[0]}")
         conns.extend(batch)

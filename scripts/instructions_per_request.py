@@ -22,7 +22,7 @@ import sys
 import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from servers import binary, build_release  # noqa: E402
+from servers import binary, build_release, read_response  # noqa: E402
 
 REQUEST = b"GET / HTTP/1.1\r\nHost: 127.0.0.1:8090\r\nUser-Agent: wrk\r\n\r\n"
 
@@ -51,9 +51,7 @@ def main():
         with socket.create_connection(("127.0.0.1", port)) as client:
             for _ in range(args.requests):
                 client.sendall(REQUEST)
-                received = b""
-                while b"</html>" not in received:
-                    received += client.recv(65536)
+                read_response(client)
     finally:
         server.send_signal(signal.SIGTERM)
         server.wait()

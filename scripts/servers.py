@@ -167,6 +167,48 @@ def write_region(path, name, text):
     print(f"wrote the table into {path}")
 
 
+def tree_cpu_seconds(root, exclude=()):
+    """(user, kernel) CPU seconds spent by the tree under `root`, without the pids in
+    `exclude` (Linux /proc)."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    user = kernel = 0
+    for pid in process_tree(root):
+        if pid in exclude:
+            continue
+        try:
+            with open(f"/proc/{pid}/stat") as stat:
+                fields = stat.read().rsplit(")", 1)[1].split()
+            user += int(fields[11])
+            kernel += int(fields[12])
+        except (OSError, IndexError, ValueError):
+            pass  # gone while we looked
+    return user / ticks, kernel / ticks
+
+
+def read_response(sock, buffered=b""):
+    """Reads one response with a Content-Length body from `sock`, after the bytes `buffered`
+    already read from it. Returns (status, head as text, body, the bytes read past the body:
+    the start of a pipelined next answer). Raises ConnectionError if the server closes first."""
+    data = buffered
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(65536)
+        if not chunk:
+            raise ConnectionError("closed before the answer")
+        data += chunk
+    head, _, rest = data.partition(b"\r\n\r\n")
+    length = 0
+    for line in head.split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            length = int(value)
+    while len(rest) < length:
+        chunk = sock.recv(65536)
+        if not chunk:
+            raise ConnectionError("closed in the middle of the answer")
+        rest += chunk
+    return int(head.split(b" ", 2)[1]), head.decode("latin-1"), rest[:length], rest[length:]
+
+
 # --- peers: nginx and Apache, serving the same site from generated configs -----------------
 
 SITE = os.path.join(ROOT, "common", "site")

@@ -34,7 +34,7 @@ import time
 import tomllib
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from servers import ROOT, StepServer, build_release, tree_usage  # noqa: E402
+from servers import ROOT, StepServer, build_release, read_response, tree_usage  # noqa: E402
 
 CORPUS = os.path.join(ROOT, "testkit", "corpus", "bad-input.toml")
 
@@ -95,28 +95,6 @@ def read_status(sock):
     return int(data.split(b" ", 2)[1])
 
 
-def read_answer(sock, buffered):
-    """One whole answer (head and Content-Length body); returns (status, leftover bytes)."""
-    data = buffered
-    while b"\r\n\r\n" not in data:
-        chunk = sock.recv(65536)
-        if not chunk:
-            raise ConnectionError("closed before the answer")
-        data += chunk
-    head, _, rest = data.partition(b"\r\n\r\n")
-    length = 0
-    for line in head.split(b"\r\n")[1:]:
-        name, _, value = line.partition(b":")
-        if name.strip().lower() == b"content-length":
-            length = int(value)
-    while len(rest) < length:
-        chunk = sock.recv(65536)
-        if not chunk:
-            raise ConnectionError("closed in the body")
-        rest += chunk
-    return int(head.split(b" ", 2)[1]), rest[length:]
-
-
 def normal_client(host, port, stop, tally, keep_alive):
     paths = ["/", "/script.js", "/stats", "/hello.html"]
     sock, buffered = None, b""
@@ -128,7 +106,7 @@ def normal_client(host, port, stop, tally, keep_alive):
                 sock = socket.create_connection((host, port), timeout=10)
             close = "" if keep_alive else "Connection: close\r\n"
             sock.sendall(f"GET {path} HTTP/1.1\r\nHost: soak\r\n{close}\r\n".encode())
-            status, buffered = read_answer(sock, buffered)
+            status, _, _, buffered = read_response(sock, buffered)
             tally.add(what, None if status == 200 else f"{path} answered {status}")
             if not keep_alive:
                 sock.close()
@@ -149,7 +127,7 @@ def slow_work_client(host, port, stop, tally):
         try:
             with socket.create_connection((host, port), timeout=10) as sock:
                 sock.sendall(f"GET /sleep?ms={ms} HTTP/1.1\r\nHost: soak\r\nConnection: close\r\n\r\n".encode())
-                status, _ = read_answer(sock, b"")
+                status, _, _, _ = read_response(sock)
                 tally.add("slow work", None if status == 200 else f"/sleep answered {status}")
         except OSError as error:
             tally.add("slow work", f"{type(error).__name__}: {error}")

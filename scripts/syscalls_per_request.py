@@ -24,19 +24,10 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from servers import binary, build_release  # noqa: E402
+from servers import binary, build_release, read_response  # noqa: E402
 
 KEEP_ALIVE = b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
 CLOSE = b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
-
-
-def read_answer(sock):
-    received = b""
-    while b"</html>" not in received:
-        chunk = sock.recv(65536)
-        if not chunk:
-            break
-        received += chunk
 
 
 def phase(path, requests, keep_alive):
@@ -50,12 +41,12 @@ def phase(path, requests, keep_alive):
             with socket.create_connection(("127.0.0.1", port)) as client:
                 for _ in range(requests):
                     client.sendall(KEEP_ALIVE)
-                    read_answer(client)
+                    read_response(client)
         else:
             for _ in range(requests):
                 with socket.create_connection(("127.0.0.1", port)) as client:
                     client.sendall(CLOSE)
-                    read_answer(client)
+                    read_response(client)
         time.sleep(0.2)
     finally:
         # The server itself gets the SIGTERM (strace would not pass its own on); strace writes
