@@ -191,12 +191,7 @@ impl Client {
     /// reset instead of a FIN, and discard anything unsent, as a crashed client or a
     /// middlebox would.
     pub fn reset(self) {
-        let linger = nix::libc::linger {
-            l_onoff: 1,
-            l_linger: 0,
-        };
-        let _ =
-            nix::sys::socket::setsockopt(&self.stream, nix::sys::socket::sockopt::Linger, &linger);
+        linger_zero(&self.stream);
     }
 
     /// Whether the server closes the connection (end of file or reset) within `within`,
@@ -227,4 +222,13 @@ pub fn get(addr: SocketAddr, path: &str) -> Response {
     client
         .send(format!("GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n").as_bytes());
     client.read_response()
+}
+
+/// `SO_LINGER` with a zero timeout: closing `stream` then sends a reset, not a FIN.
+pub(crate) fn linger_zero(stream: &TcpStream) {
+    let linger = nix::libc::linger {
+        l_onoff: 1,
+        l_linger: 0,
+    };
+    let _ = nix::sys::socket::setsockopt(stream, nix::sys::socket::sockopt::Linger, &linger);
 }

@@ -155,21 +155,7 @@ impl Drop for Upstream {
 
 /// `SO_LINGER` 0, then close: the peer gets a reset, as from a process that died.
 pub(crate) fn reset(stream: &TcpStream) {
-    let linger = libc::linger {
-        l_onoff: 1,
-        l_linger: 0,
-    };
-    // SAFETY: a valid socket descriptor (borrowed from `stream`), and a pointer to a `linger`
-    // of the size given, which `setsockopt` only reads.
-    unsafe {
-        libc::setsockopt(
-            stream.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_LINGER,
-            std::ptr::from_ref(&linger).cast(),
-            size_of::<libc::linger>() as libc::socklen_t,
-        );
-    }
+    crate::client::linger_zero(stream);
     let _ = stream.shutdown(Shutdown::Both);
 }
 
@@ -366,29 +352,38 @@ fn read_body(
     chunked: bool,
     pace: Duration,
 ) -> Option<(u64, u64)> {
-    let (mut bytes, mut hash) = (0u64, FNV_START);
-    let mut take = |buf: &mut Vec<u8>, count: usize| {
-        hash = fnv(hash, &buf[..count]);
-        bytes += count as u64;
-        buf.drain(..count);
-    };
+    let mut sum = (0u64, FNV_START);
     let more = |stream: &mut TcpStream, buf: &mut Vec<u8>| {
         if !pace.is_zero() {
             thread::sleep(pace);
         }
         fill(stream, buf)
     };
-    if !chunked {
-        let mut left = length;
+    // The next `left` bytes, counted into `sum` (length, checksum).
+    let take = |stream: &mut TcpStream, buf: &mut Vec<u8>, sum: &mut (u64, u64), mut left: u64| {
         while left > 0 {
             if buf.is_empty() {
                 more(stream, buf)?;
             }
             let count = buf.len().min(usize::try_from(left).unwrap_or(usize::MAX));
-            take(buf, count);
+            sum.1 = fnv(sum.1, &buf[..count]);
+            sum.0 += count as u64;
+            buf.drain(..count);
             left -= count as u64;
         }
-        return Some((bytes, hash));
+        Some(())
+    };
+    // The CRLF that ends a chunk, and the body.
+    let crlf = |stream: &mut TcpStream, buf: &mut Vec<u8>| {
+        while buf.len() < 2 {
+            more(stream, buf)?;
+        }
+        buf.drain(..2);
+        Some(())
+    };
+    if !chunked {
+        take(stream, buf, &mut sum, length)?;
+        return Some(sum);
     }
     loop {
         let line_end = loop {
@@ -400,27 +395,12 @@ fn read_body(
         let line = String::from_utf8_lossy(&buf[..line_end]).into_owned();
         let size = u64::from_str_radix(line.split(';').next()?.trim(), 16).ok()?;
         buf.drain(..line_end + 2);
+        // No trailers from our proxy: after the last chunk, the final CRLF.
+        take(stream, buf, &mut sum, size)?;
+        crlf(stream, buf)?;
         if size == 0 {
-            // No trailers from our proxy: the final CRLF.
-            while buf.len() < 2 {
-                more(stream, buf)?;
-            }
-            buf.drain(..2);
-            return Some((bytes, hash));
+            return Some(sum);
         }
-        let mut left = size;
-        while left > 0 {
-            if buf.is_empty() {
-                more(stream, buf)?;
-            }
-            let count = buf.len().min(usize::try_from(left).unwrap_or(usize::MAX));
-            take(buf, count);
-            left -= count as u64;
-        }
-        while buf.len() < 2 {
-            more(stream, buf)?;
-        }
-        buf.drain(..2);
     }
 }
 
