@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use common::listen::{ListenOptions, announce, bind_listener};
 use common::{CommonArgs, Signals, Site};
-use step05_epoll_kqueue::{EventLoop, InlineRunner, LoopConfig, LoopStats};
+use step05_epoll_kqueue::{EventLoop, LoopConfig, LoopStats};
 
 /// The demo's upstream processes.
 pub struct DemoUpstreams {
@@ -118,14 +118,8 @@ pub fn serve_upstream(common: &CommonArgs) -> Result<(), String> {
         .map_err(|error| format!("cannot watch stdin: {error}"))?;
     let site = Site::new("step07-demo-upstream", common.delay());
     let config = LoopConfig::new(common);
-    let event_loop = EventLoop::new(
-        &site,
-        config,
-        signals,
-        Arc::new(LoopStats::default()),
-        Box::new(InlineRunner),
-    )
-    .map_err(|error| format!("cannot start the event loop: {error}"))?;
+    let event_loop = EventLoop::new(&site, config, signals, Arc::new(LoopStats::default()))
+        .map_err(|error| format!("cannot start the event loop: {error}"))?;
     event_loop
         .run(listener)
         .map_err(|error| format!("the event loop failed: {error}"))

@@ -6,6 +6,7 @@ use std::net::TcpListener as StdListener;
 use std::sync::Arc;
 use std::time::Duration;
 
+use common::listen::ACCEPT_PAUSE;
 use common::{CommonArgs, log};
 use step06_master_worker::{Worker, WorkerBody};
 use tokio::io::Interest;
@@ -20,10 +21,6 @@ use crate::health;
 use crate::proxy::{Proxy, WorkerInfo};
 use crate::request::Role;
 use crate::zone::Zone;
-
-/// How long accepting pauses when the process is out of descriptors (`EMFILE`): retrying at
-/// once would fail again, as fast as the loop can spin (see step 05's `ACCEPT_PAUSE`).
-const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
 
 /// What the master holds for its workers, and hands to each generation by forking.
 pub struct ProxyWorker {
