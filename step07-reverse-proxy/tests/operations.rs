@@ -64,7 +64,7 @@ fn sighup_with_a_broken_file_keeps_the_configuration_in_force() {
     }
     assert_eq!(b.requests(), 0);
     assert_eq!(admin_get(admin, "/config").text(), config_before);
-    let workers_after: BTreeSet<u32> = proxy.workers().into_iter().collect();
+    let workers_after: BTreeSet<u32> = proxy.server.workers().into_iter().collect();
     assert_eq!(workers_after, workers_before, "the workers were replaced");
     proxy.server.assert_no_panic();
 }

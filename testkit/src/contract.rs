@@ -588,13 +588,8 @@ pub fn a_connection_storm_leaks_nothing(bin: &str, args: &[&str]) {
         now.processes <= before.processes && now.threads <= before.threads && now.fds <= before.fds
     };
     let settle = || {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        let mut now = usage();
-        while !settled(&now) && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(100));
-            now = usage();
-        }
-        now
+        crate::wait_for(Duration::from_secs(10), || Some(usage()).filter(settled))
+            .unwrap_or_else(usage)
     };
 
     let warm = storm(server.addr());

@@ -8,7 +8,8 @@
 //! # Layout
 //!
 //! - [`recorder`]: an upstream that records every byte a proxy sends it, read strictly.
-//! - [`server`]: start a step, signal it, stop it (its whole process group, by pid).
+//! - [`server`]: start a step, signal it, stop it (its whole process group, by pid), find a
+//!   master's workers.
 //! - [`client`]: a small HTTP/1.1 client over a raw `TcpStream`.
 //! - [`contract`]: the contract conformance checks, one function each.
 //! - [`corpus`]: the bad-input corpus (`corpus/bad-input.toml`), run against a step.
@@ -17,7 +18,9 @@
 //! - [`slow`]: five hundred slow clients (`scripts/slow_clients.py`) against a step.
 //! - [`tools`]: external tools a test needs (python3), skipped with a printed reason.
 //! - [`upstream`]: small HTTP upstreams for the reverse proxy to stand in front of.
+//! - [`wait`]: [`wait_for`], polling for a state instead of sleeping before a count.
 
+mod acceptor;
 pub mod client;
 pub mod contract;
 pub mod corpus;
@@ -28,9 +31,11 @@ pub mod server;
 pub mod slow;
 pub mod tools;
 pub mod upstream;
+pub mod wait;
 
 pub use client::{Client, Response, get};
 pub use server::Server;
+pub use wait::wait_for;
 
 /// Generates one `#[test]` per contract check for a step's binary, with optional extra options
 /// for every server it starts:
