@@ -13,8 +13,10 @@ import argparse
 import datetime
 import json
 import os
-import platform
 import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from servers import machine  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -51,19 +53,6 @@ def human(nanoseconds):
     if nanoseconds >= 1e3:
         return f"{nanoseconds / 1e3:.1f} µs"
     return f"{nanoseconds:.0f} ns"
-
-
-def machine():
-    cpu = "unknown CPU"
-    try:
-        with open("/proc/cpuinfo") as info:
-            for line in info:
-                if line.startswith("model name"):
-                    cpu = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    return f"{os.cpu_count()} cores ({cpu}), {platform.system()} {platform.release()}"
 
 
 def render(results):

@@ -25,15 +25,14 @@ import argparse
 import datetime
 import json
 import os
-import statistics
 import subprocess
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from fairness import answers_per_client  # noqa: E402
-from load import run_wrk  # noqa: E402
+from load import Contender, medians, run_wrk, same_run, wrk_against  # noqa: E402
 from servers import (  # noqa: E402
-    ROOT, PeerServer, StepServer, apache_peer, build_release, machine, nginx_peer, raise_fd_limit,
+    ROOT, StepServer, apache_peer, build_release, machine, nginx_peer, raise_fd_limit,
     nginx_proxy_peer, write_proxy_config, write_region,
 )
 
@@ -41,23 +40,11 @@ DOC = os.path.join(ROOT, "docs", "performance.md")
 
 
 def step(crate, *options):
-    return ("step", crate, list(options))
+    return Contender(" ".join([crate, *options]), crate, options)
 
 
 def peer(label, start):
-    return ("peer", label, start)
-
-
-def start_server(spec):
-    kind, name, extra = spec
-    if kind == "step":
-        return StepServer(name, extra)
-    return PeerServer(name, extra)
-
-
-def label(spec):
-    kind, name, extra = spec
-    return " ".join([name, *extra]) if kind == "step" else name
+    return Contender(label, peer=start)
 
 
 # (row, workload, ours, theirs, clients, keep_alive, target ratio)
@@ -69,7 +56,7 @@ def comparisons(rows):
         if nginx1:
             theirs = peer("nginx, worker_processes 1", nginx1)
             plan += [("step05", "keep-alive c100", ours, theirs, 100, True, 1.2),
-                     ("step05", "close c100", ours, theirs, 100, False, 1.1)]
+                     ("step05", "close c100", ours, theirs, 100, False, 1.15)]
         else:
             print("bench_vs_nginx: skipping the step05 row: nginx is not installed")
     if "step06" in rows:
@@ -78,7 +65,7 @@ def comparisons(rows):
             theirs = peer("nginx, worker_processes auto", nginx_auto)
             plan += [("step06", "keep-alive c100", ours, theirs, 100, True, 1.2),
                      ("step06", "keep-alive c1000", ours, theirs, 1000, True, 1.2),
-                     ("step06", "close c100", ours, theirs, 100, False, 1.1)]
+                     ("step06", "close c100", ours, theirs, 100, False, 1.15)]
         else:
             print("bench_vs_nginx: skipping the step06 row: nginx is not installed")
     if "step04" in rows:
@@ -103,29 +90,29 @@ def proxy_comparison(rows, runs, duration):
     if not (nginx_peer(1) and os.path.exists(template)):
         print("bench_vs_nginx: skipping the step07 row: nginx or scripts/peers/nginx-proxy.conf missing")
         return None
-    results = {"ours": [], "theirs": [], "direct": []}
     with StepServer("step06-master-worker") as upstream:
         config = os.path.join(ROOT, "target", "bench-vs-nginx-proxy.toml")
         os.makedirs(os.path.dirname(config), exist_ok=True)
         # One group of one upstream, keep-alive pool of 100, as nginx-proxy.conf's upstream.
         write_proxy_config(config, [f"{upstream.host}:{upstream.port}"])
 
-        for run in range(runs):
-            for side, spec in (("ours", step("step07-reverse-proxy", "--config", config)),
-                               ("theirs", peer("nginx proxy_pass", nginx_proxy_peer(f"{upstream.host}:{upstream.port}", "auto")))):
-                with start_server(spec) as server:
-                    result = run_wrk(server.url + "/", 100, duration, keep_alive=True)
-                if result:
-                    results[side].append(result)
-                print(f"run {run + 1}/{runs}: step07 proxy {side:<6} "
-                      f"{result['requests_per_s'] if result else 0:>10,.0f} req/s")
-            # And the upstream alone, without a proxy in front: what the hop costs.
-            result = run_wrk(upstream.url + "/", 100, duration, keep_alive=True)
-            if result:
-                results["direct"].append(result)
-            print(f"run {run + 1}/{runs}: step06 direct      "
-                  f"{result['requests_per_s'] if result else 0:>10,.0f} req/s")
-    return results
+        address = f"{upstream.host}:{upstream.port}"
+        sides = [("ours", step("step07-reverse-proxy", "--config", config)),
+                 ("theirs", peer("nginx proxy_pass", nginx_proxy_peer(address, "auto"))),
+                 # And the upstream alone, without a proxy in front: what the hop costs.
+                 ("direct", None)]
+
+        def measure(entry):
+            side, contender = entry
+            if contender is None:
+                result = run_wrk(upstream.url + "/", 100, duration, keep_alive=True)
+            else:
+                result = wrk_against(contender, 100, duration, keep_alive=True, warm_up=False)
+            print(f"step07 proxy {side:<6} {result['requests_per_s'] if result else 0:>10,.0f} req/s")
+            return result
+
+        runs_of = same_run(sides, runs, measure)
+    return {side: found for (side, _), found in zip(sides, runs_of)}
 
 
 def idle_memory(rows):
@@ -133,17 +120,13 @@ def idle_memory(rows):
         return []
     found = []
     for name in ("step05-epoll-kqueue", "step06-master-worker", "nginx"):
-        output = subprocess.run([sys.executable, os.path.join(ROOT, "scripts", "idle_conns.py"),
+        output = subprocess.run([sys.executable, os.path.join(ROOT, "scripts", "memory.py"), "idle",
                                  name, "-n", "10000", "--json"], capture_output=True, text=True)
         try:
             found.append(json.loads(output.stdout))
         except ValueError:
             print(f"bench_vs_nginx: idle memory of {name} failed: {output.stderr.strip()[-200:]}")
     return found
-
-
-def med(results, key):
-    return statistics.median(r[key] for r in results) if results else None
 
 
 def render(report):
@@ -158,7 +141,7 @@ def render(report):
     ]
     for row in report["rows"]:
         ratio = row["ratio"]
-        target = f"≥ {row['target']:.1f}×" if row["target"] else "(measured)"
+        target = f"≥ {row['target']:g}×" if row["target"] else "(measured)"
         met = "" if row["target"] is None else (" ✓" if ratio >= row["target"] else " ✗")
         lines.append(
             f"| {row['ours']} | {row['theirs']} | {row['workload']} | {row['ours_rps']:,.0f} | "
@@ -200,47 +183,51 @@ def main():
                                "step07-reverse-proxy") if os.path.isdir(os.path.join(ROOT, c))])
 
     plan = comparisons(rows)
-    results = {i: {"ours": [], "theirs": []} for i in range(len(plan))}
-    for run in range(args.runs):
-        for i, (row, workload, ours, theirs, clients, keep_alive, _) in enumerate(plan):
-            for side, spec in (("ours", ours), ("theirs", theirs)):
-                with start_server(spec) as server:
-                    result = run_wrk(server.url + "/", clients, args.duration, keep_alive)
-                if result:
-                    results[i][side].append(result)
-                print(f"run {run + 1}/{args.runs}: {label(spec):<32} {workload:<17} "
-                      f"{result['requests_per_s'] if result else 0:>10,.0f} req/s  "
-                      f"p99 {result['p99_ms'] if result else 0:7.1f} ms")
+    # Every (row, side) is measured once per round: round 1 of all of them, then round 2, ...
+    entries = [(i, side) for i in range(len(plan)) for side in (2, 3)]
+
+    def measure(entry):
+        i, side = entry
+        _, workload, ours, theirs, clients, keep_alive, _ = plan[i]
+        contender = ours if side == 2 else theirs
+        result = wrk_against(contender, clients, args.duration, keep_alive, warm_up=False)
+        print(f"{contender.label:<32} {workload:<17} "
+              f"{result['requests_per_s'] if result else 0:>10,.0f} req/s  "
+              f"p99 {result['p99_ms'] if result else 0:7.1f} ms")
+        return result
+
+    found = dict(zip(entries, same_run(entries, args.runs, measure)))
 
     report = {"meta": {"date": datetime.date.today().isoformat(), "machine": machine(),
                        "command": "python3 scripts/bench_vs_nginx.py " + " ".join(sys.argv[1:]),
                        "runs": args.runs, "duration_s": args.duration},
               "rows": [], "fairness": []}
     for i, (row, workload, ours, theirs, clients, keep_alive, target) in enumerate(plan):
-        mine, other = results[i]["ours"], results[i]["theirs"]
+        mine, other = medians(found[(i, 2)]), medians(found[(i, 3)])
         if not mine or not other:
             continue
         report["rows"].append({
-            "ours": label(ours), "theirs": label(theirs), "workload": workload, "target": target,
-            "ours_rps": med(mine, "requests_per_s"), "theirs_rps": med(other, "requests_per_s"),
-            "ratio": med(mine, "requests_per_s") / med(other, "requests_per_s"),
-            "ours_p99": med(mine, "p99_ms"), "theirs_p99": med(other, "p99_ms"),
+            "ours": ours.label, "theirs": theirs.label, "workload": workload, "target": target,
+            "ours_rps": mine["requests_per_s"], "theirs_rps": other["requests_per_s"],
+            "ratio": mine["requests_per_s"] / other["requests_per_s"],
+            "ours_p99": mine["p99_ms"], "theirs_p99": other["p99_ms"],
         })
         if row == "step04" and keep_alive:
-            for spec in (ours, theirs):
-                with start_server(spec) as server:
+            for contender in (ours, theirs):
+                with contender.start() as server:
                     counts = answers_per_client(server.host, server.port, clients, args.duration)
-                report["fairness"].append({"server": label(spec), "clients": clients,
+                report["fairness"].append({"server": contender.label, "clients": clients,
                                            "answered": sum(1 for c in counts if c), "duration_s": args.duration})
     proxy = proxy_comparison(rows, args.runs, args.duration)
     if proxy and proxy["ours"] and proxy["theirs"]:
-        report["proxy"] = {"ours_rps": med(proxy["ours"], "requests_per_s"),
-                           "theirs_rps": med(proxy["theirs"], "requests_per_s"),
-                           "ratio": med(proxy["ours"], "requests_per_s") / med(proxy["theirs"], "requests_per_s"),
-                           "ours_p99": med(proxy["ours"], "p99_ms"), "theirs_p99": med(proxy["theirs"], "p99_ms")}
+        mine, other = medians(proxy["ours"]), medians(proxy["theirs"])
+        report["proxy"] = {"ours_rps": mine["requests_per_s"], "theirs_rps": other["requests_per_s"],
+                           "ratio": mine["requests_per_s"] / other["requests_per_s"],
+                           "ours_p99": mine["p99_ms"], "theirs_p99": other["p99_ms"]}
         if proxy["direct"]:
-            report["proxy"]["direct_rps"] = med(proxy["direct"], "requests_per_s")
-            report["proxy"]["direct_p99"] = med(proxy["direct"], "p99_ms")
+            direct = medians(proxy["direct"])
+            report["proxy"]["direct_rps"] = direct["requests_per_s"]
+            report["proxy"]["direct_p99"] = direct["p99_ms"]
     report["idle"] = idle_memory(rows)
 
     table = render(report)

@@ -27,7 +27,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from servers import StepServer, build_release, tree_cpu_seconds  # noqa: E402
+from servers import StepServer, build_release, split_server_options, tree_cpu_seconds  # noqa: E402
 
 def get(host, port, timeout):
     with socket.create_connection((host, port), timeout=timeout) as client:
@@ -46,9 +46,8 @@ def main():
     parser.add_argument("--hold", type=float, default=3.0, help="seconds the flood is held (default 3)")
     parser.add_argument("--max-cpu", type=float, default=0.25, help="share of one core allowed while stuck")
     parser.add_argument("--json", action="store_true")
-    argv = sys.argv[1:]
-    server_options = argv[argv.index("--") + 1:] if "--" in argv else []
-    args = parser.parse_args(argv[:argv.index("--")] if "--" in argv else argv)
+    ours, server_options = split_server_options(sys.argv[1:])
+    args = parser.parse_args(ours)
     if args.open_files < 16 or args.attempts < 1:
         parser.error("--open-files must be at least 16 and --attempts at least 1")
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)

@@ -24,9 +24,6 @@ Usage: python3 scripts/nginx_upgrade.py [--restart] [--rate 300]
 """
 
 import argparse
-import ctypes
-import importlib.machinery
-import importlib.util
 import json
 import os
 import shutil
@@ -38,27 +35,15 @@ import time
 
 SCRIPTS = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, SCRIPTS)
-from servers import process_tree  # noqa: E402
-
-_loader = importlib.machinery.SourceFileLoader("compare", os.path.join(SCRIPTS, "compare"))
-_spec = importlib.util.spec_from_loader("compare", _loader)
-compare = importlib.util.module_from_spec(_spec)
-_loader.exec_module(compare)
+from servers import (  # noqa: E402
+    adopt_orphans, copy_site, free_port, process_tree, render_template, wait_for_port,
+)
 
 TIMELINE = [
     (2.0, signal.SIGHUP, "SIGHUP: reload"),
     (4.0, signal.SIGUSR2, "SIGUSR2: start the new binary"),
     (5.0, signal.SIGQUIT, "SIGQUIT: the old master leaves"),
 ]
-
-
-def adopt_orphans():
-    """Linux: the new master is the old master's child; when the old one exits, make it ours
-    (not init's), so that we can reap it at the end."""
-    try:
-        ctypes.CDLL(None, use_errno=True).prctl(36, 1, 0, 0, 0)  # PR_SET_CHILD_SUBREAPER
-    except (OSError, AttributeError):
-        pass
 
 
 def nginx_processes(group):
@@ -102,7 +87,7 @@ def start_nginx(workdir, conf, port):
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, start_new_session=True,
     )
     master_pid = int(starter.stdout.readline())
-    listening = compare.wait_for_port(port)
+    listening = wait_for_port(port)
     starter.stdin.close()
     starter.wait()
     # The shell led a new session and process group, which nginx keeps.
@@ -122,11 +107,11 @@ def main(argv):
 
     adopt_orphans()
     workdir = tempfile.mkdtemp(prefix="nginx-upgrade-")
-    port = compare.free_port()
+    port = free_port()
     for folder in ("logs", "temp"):
         os.makedirs(os.path.join(workdir, folder))
-    conf = compare.render_template("nginx.conf", workdir, port=port, workers=2, prefix=workdir,
-                                   root=compare.copy_site(workdir))
+    conf = render_template("nginx.conf", workdir, port=port, workers=2, prefix=workdir,
+                           root=copy_site(workdir), keepalive_timeout="5s")
     master_pid, group, listening = start_nginx(workdir, conf, port)
     groups, load = [group], None
     try:

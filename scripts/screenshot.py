@@ -16,7 +16,6 @@ Usage:
 """
 
 import argparse
-import ctypes
 import os
 import shutil
 import signal
@@ -25,7 +24,7 @@ import sys
 import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from servers import ROOT, StepServer, build_release  # noqa: E402
+from servers import ROOT, StepServer, adopt_orphans, build_release  # noqa: E402
 
 BROWSERS = ("chromium", "chromium-browser", "google-chrome")
 
@@ -49,18 +48,6 @@ def chromium_command(browser, url, out, size, profile):
         f"--screenshot={out}",
         url,
     ]
-
-
-def adopt_orphans():
-    """Linux: become the "subreaper" of our descendants, so that Chromium's helper processes,
-    which outlive the browser by a moment, become our children when it exits, and we can reap
-    them instead of leaving them to init."""
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        pr_set_child_subreaper = 36
-        libc.prctl(pr_set_child_subreaper, 1, 0, 0, 0)
-    except (OSError, AttributeError):
-        pass
 
 
 def stop_browser(process):

@@ -34,7 +34,9 @@ import time
 import tomllib
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from servers import ROOT, StepServer, build_release, read_response, tree_usage  # noqa: E402
+from servers import (  # noqa: E402
+    ROOT, StepServer, build_release, read_response, split_server_options, tree_usage,
+)
 
 CORPUS = os.path.join(ROOT, "testkit", "corpus", "bad-input.toml")
 
@@ -204,9 +206,8 @@ def main():
     parser.add_argument("--max-growth-mib", type=float, default=8.0,
                         help="allowed memory growth over the second half (default 8)")
     parser.add_argument("--json", action="store_true", help="print the report as one JSON object")
-    argv = sys.argv[1:]
-    server_options = argv[argv.index("--") + 1:] if "--" in argv else []
-    args = parser.parse_args(argv[:argv.index("--")] if "--" in argv else argv)
+    ours, server_options = split_server_options(sys.argv[1:])
+    args = parser.parse_args(ours)
     if args.duration <= 0:
         parser.error("--duration must be positive")
 
