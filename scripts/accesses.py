@@ -37,7 +37,7 @@ import urllib.parse
 from collections import Counter
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from servers import percentile  # noqa: E402
+from servers import command_line, percentile  # noqa: E402
 
 DEFAULT_URL = "http://127.0.0.1:8090/"
 
@@ -369,12 +369,7 @@ def positive_float(text):
 
 
 def parse_args(argv):
-    parser = argparse.ArgumentParser(
-        prog="accesses.py",
-        description=__doc__.split("\n\n")[0],
-        epilog=__doc__.split("\n\n", 1)[1],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    parser = command_line(__doc__, prog="accesses.py")
     parser.add_argument("url", nargs="?", default=DEFAULT_URL, help=f"default {DEFAULT_URL}")
     parser.add_argument("-n", "--requests", type=positive_int, default=20, help="requests in all (default 20)")
     parser.add_argument("-c", "--concurrency", type=positive_int, default=20, help="clients at once (default 20)")

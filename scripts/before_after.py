@@ -16,22 +16,17 @@ Examples:
   python3 scripts/before_after.py OLD NEW --modes close
 """
 
-import argparse
 import json
 import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from load import Contender, medians, same_run, wrk_against  # noqa: E402
-from servers import machine, raise_fd_limit, split_server_options  # noqa: E402
+from servers import command_line, machine, raise_fd_limit, split_server_options  # noqa: E402
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(
-        description=__doc__.splitlines()[0],
-        epilog="\n".join(__doc__.splitlines()[2:]),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    parser = command_line(__doc__)
     parser.add_argument("before", help="the binary before the change")
     parser.add_argument("after", help="the binary after it")
     parser.add_argument("--runs", type=int, default=3, help="rounds (default 3)")

@@ -21,7 +21,6 @@ Examples:
   python3 scripts/bench_vs_nginx.py --write-docs        # also updates docs/performance.md
 """
 
-import argparse
 import datetime
 import json
 import os
@@ -32,8 +31,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from fairness import answers_per_client  # noqa: E402
 from load import Contender, medians, run_wrk, same_run, wrk_against  # noqa: E402
 from servers import (  # noqa: E402
-    ROOT, StepServer, apache_peer, build_release, machine, nginx_peer, raise_fd_limit,
-    nginx_proxy_peer, write_proxy_config, write_region,
+    ROOT, StepServer, apache_peer, build_release, command_line, machine, nginx_peer,
+    nginx_proxy_peer, raise_fd_limit, write_proxy_config, write_region,
 )
 
 DOC = os.path.join(ROOT, "docs", "performance.md")
@@ -168,9 +167,7 @@ def render(report):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     epilog=__doc__.split("\n\n", 1)[1],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = command_line(__doc__)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--duration", type=int, default=5)
     parser.add_argument("--rows", default="step05,step06,step04,step07,idle",

@@ -18,7 +18,6 @@ Exit status: 0 when the server stayed calm (under --max-cpu of a core) and serve
 1 otherwise, 2 on bad usage.
 """
 
-import argparse
 import json
 import os
 import resource
@@ -27,7 +26,9 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from servers import StepServer, build_release, split_server_options, tree_cpu_seconds  # noqa: E402
+from servers import (  # noqa: E402
+    StepServer, build_release, command_line, split_server_options, tree_cpu_seconds,
+)
 
 def get(host, port, timeout):
     with socket.create_connection((host, port), timeout=timeout) as client:
@@ -36,9 +37,7 @@ def get(host, port, timeout):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     epilog=__doc__.split("\n\n", 1)[1],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = command_line(__doc__)
     parser.add_argument("step", help="crate name (its release build is used), or with --binary a label")
     parser.add_argument("--binary", help="run this executable instead of building the step")
     parser.add_argument("--open-files", type=int, default=256, help="the server's ulimit -n (default 256)")

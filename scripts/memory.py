@@ -27,7 +27,6 @@ Examples:
   python3 scripts/memory.py inflight step01-fork -n 100 -- --max-children 10
 """
 
-import argparse
 import json
 import os
 import resource
@@ -37,8 +36,8 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from servers import (  # noqa: E402
-    PeerServer, StepServer, build_release, nginx_peer, read_response, split_server_options,
-    tree_usage,
+    PeerServer, StepServer, build_release, command_line, nginx_peer, read_response,
+    split_server_options, tree_usage,
 )
 
 BATCH = 500
@@ -145,9 +144,7 @@ def inflight(args, options):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0], epilog=__doc__.split("\n\n", 1)[1],
-        formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = command_line(__doc__)
     modes = parser.add_subparsers(dest="mode", required=True, metavar="MODE")
     mode = modes.add_parser("idle", help="resident memory per idle keep-alive connection")
     mode.add_argument("step", help="crate name, e.g. step05-epoll-kqueue; or nginx, nginx-auto")

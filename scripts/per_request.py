@@ -33,7 +33,6 @@ Examples:
   python3 scripts/per_request.py cpu --close
 """
 
-import argparse
 import datetime
 import json
 import os
@@ -49,8 +48,9 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from load import run_wrk  # noqa: E402
 from servers import (  # noqa: E402
-    ROOT, PeerServer, StepServer, binary, build_release, machine, nginx_peer, nginx_proxy_peer,
-    process_tree, raise_fd_limit, read_response, tree_cpu_seconds, write_proxy_config, write_region,
+    ROOT, PeerServer, StepServer, binary, build_release, command_line, machine, nginx_peer,
+    nginx_proxy_peer, process_tree, raise_fd_limit, read_response, tree_cpu_seconds,
+    write_proxy_config, write_region,
 )
 
 CHAPTER = os.path.join(ROOT, "docs", "05-event-loop.md")
@@ -326,9 +326,7 @@ def cpu(args):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0], epilog=__doc__.split("\n\n", 1)[1],
-        formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = command_line(__doc__)
     modes = parser.add_subparsers(dest="mode", required=True, metavar="MODE")
     for name, what in (("syscalls", "system calls per request, by name (strace)"),
                        ("instructions", "user-space instructions per keep-alive request (callgrind)")):

@@ -1,5 +1,5 @@
 """Shared by the scripts: start a step (or nginx or Apache beside it), measure it, and the small
-helpers their reports share (`percentile`, `machine`, `step_dir`, `split_server_options`).
+helpers they share (`command_line`, `percentile`, `machine`, `step_dir`, `split_server_options`).
 
 Not a command; `experiment.py`, `memory.py`, `compare` and others import it.
 """
@@ -20,6 +20,16 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PAGE_SIZE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+
+
+def command_line(doc, **options):
+    """The argument parser of a script whose docstring is its manual: the first paragraph says
+    what it does, the rest (the examples) is shown by --help as written."""
+    import argparse
+
+    what, _, rest = doc.partition("\n\n")
+    return argparse.ArgumentParser(description=what, epilog=rest or None,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter, **options)
 
 
 def step_dir(name):

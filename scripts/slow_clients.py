@@ -17,7 +17,6 @@ Examples:
 Exit status: 0 when every normal request was answered 200, 1 otherwise, 2 on bad usage.
 """
 
-import argparse
 import json
 import os
 import selectors
@@ -27,7 +26,9 @@ import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from servers import StepServer, build_release, percentile, split_server_options, tree_usage  # noqa: E402
+from servers import (  # noqa: E402
+    StepServer, build_release, command_line, percentile, split_server_options, tree_usage,
+)
 
 HEAD = b"GET / HTTP/1.1\r\nHost: slow.test\r\nUser-Agent: slow-client\r\nAccept: */*\r\n" + b"X-Pad: " + b"z" * 200
 
@@ -120,9 +121,7 @@ def normal_requests(host, port, stop, latencies, failures):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     epilog=__doc__.split("\n\n", 1)[1],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = command_line(__doc__)
     parser.add_argument("step", nargs="?", help="crate to start, e.g. step05-epoll-kqueue")
     parser.add_argument("--url", help="drive a running server instead (http://host:port)")
     parser.add_argument("-n", "--slow", type=int, default=500, help="slow connections (default 500)")

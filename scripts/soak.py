@@ -22,7 +22,6 @@ Examples:
 Exit status: 0 on a pass, 1 on a failure, 2 on bad usage.
 """
 
-import argparse
 import json
 import os
 import random
@@ -35,7 +34,8 @@ import tomllib
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from servers import (  # noqa: E402
-    ROOT, StepServer, build_release, read_response, split_server_options, tree_usage,
+    ROOT, StepServer, build_release, command_line, read_response, split_server_options,
+    tree_usage,
 )
 
 CORPUS = os.path.join(ROOT, "testkit", "corpus", "bad-input.toml")
@@ -198,9 +198,7 @@ def fault_client(host, port, stop, tally):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     epilog=__doc__.split("\n\n", 1)[1],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = command_line(__doc__)
     parser.add_argument("step", help="crate to soak, e.g. step05-epoll-kqueue")
     parser.add_argument("--duration", type=float, default=600, help="seconds (default 600)")
     parser.add_argument("--max-growth-mib", type=float, default=8.0,
