@@ -67,6 +67,41 @@ fn open(address: SocketAddr, options: ListenOptions) -> nix::Result<TcpListener>
     Ok(TcpListener::from(fd))
 }
 
+/// Linux: asks the kernel to hand over a connection of `listener` only once its first bytes have
+/// arrived, or `timeout` has passed (`TCP_DEFER_ACCEPT`, nginx's `listen ... deferred`), so that
+/// an event loop finds the request there as it accepts. Returns whether accepts are deferred
+/// now: never elsewhere.
+///
+/// # Errors
+///
+/// When the kernel refuses the option.
+#[cfg(any(target_os = "linux", target_os = "android"))]
+pub fn defer_accept(listener: &TcpListener, timeout: Duration) -> io::Result<bool> {
+    // In whole seconds, at least one; the kernel rounds it to its SYN-ACK retransmissions.
+    let seconds = libc::c_int::try_from(timeout.as_secs().max(1)).unwrap_or(libc::c_int::MAX);
+    // SAFETY: `listener` is an open socket for the duration of the call, and the value is a
+    // `c_int` passed with its exact size, as `setsockopt(2)` requires for TCP_DEFER_ACCEPT.
+    // (nix has no wrapper for this option.)
+    let result = unsafe {
+        libc::setsockopt(
+            listener.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_DEFER_ACCEPT,
+            (&raw const seconds).cast(),
+            size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    nix::errno::Errno::result(result)
+        .map(|_| true)
+        .map_err(io::Error::from)
+}
+
+/// Elsewhere accepts are not deferred (FreeBSD's accept filters would do it, as a kernel module).
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+pub fn defer_accept(_listener: &TcpListener, _timeout: Duration) -> io::Result<bool> {
+    Ok(false)
+}
+
 /// Prints the start-up line, `listening on http://HOST:PORT` with the port actually bound, and
 /// flushes it: tests and scripts wait for this line before they connect.
 ///

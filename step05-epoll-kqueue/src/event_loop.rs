@@ -4,7 +4,7 @@
 //! ```text
 //! loop {
 //!     wait for events, at most until the nearest timer      (Poller::wait)
-//!     listener ready   -> accept until EWOULDBLOCK           (accept_connections)
+//!     listener ready   -> accept until EWOULDBLOCK, serve    (accept_connections, open)
 //!     connection ready -> drive its state machine           (Connection::on_ready)
 //!     timers due       -> drive their connections           (Connection::on_timer)
 //!     shutdown pipe    -> stop accepting, close the idle ones, let the rest finish
@@ -20,7 +20,7 @@ use std::net::{TcpListener, TcpStream};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::listen::ACCEPT_PAUSE;
+use common::listen::{ACCEPT_PAUSE, defer_accept};
 use common::{Signals, Site, log};
 
 use crate::buffers::InputBuffer;
@@ -62,6 +62,8 @@ pub struct EventLoop<'s> {
     /// The listener is in the poller: only while the loop can accept (see
     /// [`EventLoop::watch_listener`]).
     listener_watched: bool,
+    /// The kernel hands over a connection only once its request has arrived (see `run`).
+    accepts_deferred: bool,
     /// Connections that used up their turn with work left, driven again next iteration, so that
     /// one busy client cannot keep the loop to itself.
     resume: Vec<Token>,
@@ -109,6 +111,7 @@ impl<'s> EventLoop<'s> {
             accept_paused_until: None,
             accept_failing: false,
             listener_watched: false,
+            accepts_deferred: false,
             resume: Vec::new(),
             grace_deadline: None,
             serial: 0,
@@ -138,6 +141,13 @@ impl<'s> EventLoop<'s> {
     /// then. Errors on one connection only close that connection.
     pub fn run(mut self, listener: TcpListener) -> io::Result<()> {
         listener.set_nonblocking(true)?;
+        // Linux: a client that connected but sent nothing yet waits in the kernel, not in our
+        // loop, until its first bytes (or the header timeout); `open` then serves it at once.
+        self.accepts_deferred = defer_accept(&listener, self.cx.config.header_timeout)
+            .unwrap_or_else(|error| {
+                log::error(format_args!("cannot defer accepts: {error}"));
+                false
+            });
         // Exclusive: when several processes share this listener (step 06's workers), a new
         // connection wakes one of them, not all. Alone, it changes nothing.
         self.poller
@@ -312,17 +322,31 @@ impl<'s> EventLoop<'s> {
 
     fn open(&mut self, stream: TcpStream) {
         let token = Token(self.connections.vacant_key());
-        if let Err(error) = self
-            .poller
-            .register(&stream, token, Interest::READABLE_WRITABLE)
-        {
-            log::error(format_args!("cannot watch a connection: {error}"));
-            return;
-        }
         self.serial += 1;
-        let connection = Connection::new(stream, token, self.serial, &mut self.cx);
-        self.connections.insert(connection);
+        let mut connection = Connection::new(stream, token, self.serial, &self.cx);
         self.stats.opened();
+        // With deferred accepts its request is here already: serve it now, before asking the
+        // poller, as nginx does after a deferred accept. A connection answered and closed in
+        // this very pass never meets the poller at all: a `Connection: close` request saves the
+        // registration and its share of a wait. (Otherwise this only sets its header timeout.)
+        let next = connection.on_ready(self.accepts_deferred, true, &mut self.cx);
+        if next != Next::Close {
+            // Registering reports what became ready meanwhile: nothing is missed.
+            let watched =
+                self.poller
+                    .register(connection.stream(), token, Interest::READABLE_WRITABLE);
+            if let Err(error) = watched {
+                log::error(format_args!("cannot watch a connection: {error}"));
+            } else {
+                self.connections.insert(connection);
+                if next == Next::Resume {
+                    self.resume.push(token);
+                }
+                return;
+            }
+        }
+        self.cx.timers.cancel(token);
+        self.stats.closed();
     }
 
     /// `SIGINT`/`SIGTERM`: stop accepting, close the connections between requests, and let the
@@ -391,32 +415,18 @@ impl<'s> EventLoop<'s> {
 /// Accepts one connection, non-blocking from birth: every socket of the loop must be, or one
 /// read could stall everyone.
 ///
-/// On Linux and the BSDs `accept4` sets the flags in the same call (std's `accept` would need a
-/// second one, an `ioctl`, per connection).
-#[cfg(any(
-    target_os = "linux",
-    target_os = "android",
-    target_os = "freebsd",
-    target_os = "dragonfly",
-    target_os = "netbsd",
-    target_os = "openbsd"
-))]
+/// Linux and the BSDs have `accept4`, which sets the flags in the same call (std's `accept`
+/// would need a second one, an `ioctl`, per connection).
+#[cfg(not(target_vendor = "apple"))]
 fn accept_nonblocking(listener: &TcpListener) -> io::Result<TcpStream> {
     use nix::sys::socket::{SockFlag, accept4};
     let fd = accept4(listener, SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC)?;
     Ok(TcpStream::from(fd))
 }
 
-/// Accepts one connection, non-blocking from birth. macOS has no `accept4`; its accepted
-/// sockets inherit the listener's `O_NONBLOCK`, but we say so explicitly rather than rely on it.
-#[cfg(not(any(
-    target_os = "linux",
-    target_os = "android",
-    target_os = "freebsd",
-    target_os = "dragonfly",
-    target_os = "netbsd",
-    target_os = "openbsd"
-)))]
+/// macOS has no `accept4`; its accepted sockets inherit the listener's `O_NONBLOCK`, but we say
+/// so explicitly rather than rely on it.
+#[cfg(target_vendor = "apple")]
 fn accept_nonblocking(listener: &TcpListener) -> io::Result<TcpStream> {
     let (stream, _) = listener.accept()?;
     stream.set_nonblocking(true)?;

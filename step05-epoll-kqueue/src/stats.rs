@@ -23,29 +23,14 @@ pub struct LoopStats {
 }
 
 impl LoopStats {
-    pub fn connections(&self) -> u64 {
-        self.connections.load(Ordering::Relaxed)
-    }
-
-    pub fn accepted(&self) -> u64 {
-        self.accepted.load(Ordering::Relaxed)
-    }
-
-    pub fn timers(&self) -> u64 {
-        self.timers.load(Ordering::Relaxed)
-    }
-
-    pub fn loop_iterations(&self) -> u64 {
-        self.loop_iterations.load(Ordering::Relaxed)
-    }
-
     /// Adds `connections`, `timers`, `accepted` and `loop_iterations` to a `/stats` answer
     /// (`served` is the site's own).
     pub fn write_json(&self, json: &mut StatsJson) {
-        json.number("connections", self.connections())
-            .number("timers", self.timers())
-            .number("accepted", self.accepted())
-            .number("loop_iterations", self.loop_iterations());
+        let read = |figure: &AtomicU64| figure.load(Ordering::Relaxed);
+        json.number("connections", read(&self.connections))
+            .number("timers", read(&self.timers))
+            .number("accepted", read(&self.accepted))
+            .number("loop_iterations", read(&self.loop_iterations));
     }
 
     pub(crate) fn opened(&self) {

@@ -165,6 +165,23 @@ fn stats_counts_connections_and_timers() {
     );
 }
 
+/// Linux defers accepts (`TCP_DEFER_ACCEPT`): clients that connected but have said nothing
+/// wait in the kernel, not in the loop. They queued before the `/stats` client, and a loop that
+/// took them would have accepted them first; it accepted only the one that spoke. Once a silent
+/// one speaks, it is served.
+#[test]
+fn a_silent_client_waits_in_the_kernel() {
+    if !cfg!(target_os = "linux") {
+        eprintln!("skipped: a_silent_client_waits_in_the_kernel: deferred accepts are Linux's");
+        return;
+    }
+    let server = Server::start(BIN, &["--quiet"]);
+    let mut silent: Vec<Client> = (0..3).map(|_| Client::connect(server.addr())).collect();
+    let stats = server.get("/stats").json();
+    assert_eq!(stats["accepted"].as_u64(), Some(1), "{stats}");
+    assert_eq!(silent[0].get("/").status, 200);
+}
+
 /// At `--max-connections 2` a third client waits, unanswered, until one of the two leaves.
 #[test]
 fn max_connections_holds_the_next_client_back() {

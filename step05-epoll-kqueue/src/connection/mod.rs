@@ -137,20 +137,16 @@ pub(crate) struct Connection {
 }
 
 impl Connection {
-    /// A connection just accepted: its head must arrive within the header timeout.
-    pub(crate) fn new(
-        stream: TcpStream,
-        token: Token,
-        serial: u64,
-        cx: &mut Context<'_>,
-    ) -> Connection {
-        let deadline = cx.now + cx.config.header_timeout;
-        cx.timers.wake_by(token, deadline);
+    /// A connection just accepted: its head must arrive within the header timeout. Drive it at
+    /// once (see `EventLoop::open`), which also sets its timer.
+    pub(crate) fn new(stream: TcpStream, token: Token, serial: u64, cx: &Context) -> Connection {
         Connection {
             stream,
             token,
             serial,
-            state: State::ReadingHead { deadline },
+            state: State::ReadingHead {
+                deadline: cx.now + cx.config.header_timeout,
+            },
             input: Vec::new(),
             unsent: None,
             readable: false,
@@ -163,6 +159,11 @@ impl Connection {
 
     pub(crate) fn serial(&self) -> u64 {
         self.serial
+    }
+
+    /// Its socket, for the poller.
+    pub(crate) fn stream(&self) -> &TcpStream {
+        &self.stream
     }
 
     /// The poller said the client closed its sending side: after what is queued, nothing more.
@@ -299,7 +300,7 @@ mod tests {
 
     /// An idle connection costs its slot in the slab and one timer entry, nothing else: no
     /// buffer, no peer address, no request. This keeps the slot small (see
-    /// `scripts/idle_conns.py` for the whole cost, measured).
+    /// `scripts/memory.py idle` for the whole cost, measured).
     #[test]
     fn an_idle_connection_is_small() {
         let size = size_of::<Option<Connection>>();
