@@ -6,7 +6,8 @@ checkout, e.g. `git worktree add /tmp/before HEAD~1 && cargo build --release --m
 /tmp/before/Cargo.toml --target-dir /tmp/before-target -p step05-epoll-kqueue`). Each run starts
 a binary, loads it with wrk (2 threads, --clients connections, keep-alive and
 `Connection: close`), stops it, then does the same with the other; --runs rounds, alternating
-which goes first. Reports the medians and the ratio after/before, and the CPU time each
+which goes first. Reports the medians, the ratio after/before (the median of the rounds'
+ratios, each taken from two runs a few seconds apart), and the CPU time each
 build's processes spent per request (Linux). Interleaving matters on a shared machine: the
 noise hits both builds alike, so the ratio holds where absolute figures drift.
 
@@ -21,7 +22,7 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from load import Contender, medians, same_run, wrk_against  # noqa: E402
+from load import Contender, medians, paired_ratio, same_run, wrk_against  # noqa: E402
 from servers import command_line, machine, raise_fd_limit, split_server_options  # noqa: E402
 
 
@@ -52,13 +53,13 @@ def main(argv=None):
                         measure=lambda c: wrk_against(c, args.clients, args.duration, keep_alive))
         row = {}
         for contender, results in zip(contenders, runs):
-            if len(results) < args.runs:
+            if None in results:
                 sys.exit(f"before_after: wrk gave no result against {contender.path}")
             summary = medians(results)
             row[contender.label] = {"requests_per_s": round(summary["requests_per_s"]),
                                     "p99_ms": round(summary["p99_ms"], 2), "failed": summary["failed"],
                                     "cpu_us_per_request": round(summary.get("cpu_us_per_request", 0), 1)}
-        row["ratio"] = round(row["after"]["requests_per_s"] / row["before"]["requests_per_s"], 3)
+        row["ratio"] = round(paired_ratio(runs[1], runs[0]), 3)
         report[mode] = row
 
     if args.json:

@@ -2,8 +2,9 @@
 """The performance targets, measured side by side in one run: our fast steps against nginx.
 
 Each row pits one of our steps against the real server it corresponds to, under the same wrk
-load, interleaved (ours, theirs, ours, theirs, ...), and reports the median of --runs runs and
-the ratio. Rows:
+load, interleaved (ours, theirs, ours, theirs, ...), and reports the median of --runs runs of
+each, and the ratio: the median of the ratios of each round's two runs, taken seconds apart, so
+that a slow minute of a shared machine weighs on both sides of a ratio alike. Rows:
 
   step05 (one thread)        vs nginx, worker_processes 1:     keep-alive c100, close c100
   step06 (a worker per core) vs nginx, worker_processes auto:  keep-alive c100 and c1000, close c100
@@ -29,7 +30,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from fairness import answers_per_client  # noqa: E402
-from load import Contender, medians, run_wrk, same_run, wrk_against  # noqa: E402
+from load import Contender, medians, paired_ratio, run_wrk, same_run, wrk_against  # noqa: E402
 from servers import (  # noqa: E402
     ROOT, StepServer, apache_peer, build_release, command_line, machine, nginx_peer,
     nginx_proxy_peer, raise_fd_limit, write_proxy_config, write_region,
@@ -132,7 +133,8 @@ def render(report):
     meta = report["meta"]
     lines = [
         f"Measured {meta['date']} on {meta['machine']} with `{meta['command']}`: wrk "
-        f"(`-t2`, {meta['duration_s']} s per run), each figure the median of {meta['runs']} interleaved runs.",
+        f"(`-t2`, {meta['duration_s']} s per run), each figure the median of {meta['runs']} interleaved runs, "
+        "each ratio the median of the rounds' ratios (ours and theirs a few seconds apart).",
         "The servers and wrk share the machine's cores; nothing was pinned.",
         "",
         "| ours | against, same run | load | ours req/s | theirs req/s | ratio | target | ours p99 ms | theirs p99 ms |",
@@ -201,12 +203,13 @@ def main():
               "rows": [], "fairness": []}
     for i, (row, workload, ours, theirs, clients, keep_alive, target) in enumerate(plan):
         mine, other = medians(found[(i, 2)]), medians(found[(i, 3)])
-        if not mine or not other:
+        ratio = paired_ratio(found[(i, 2)], found[(i, 3)])
+        if ratio is None:
             continue
         report["rows"].append({
             "ours": ours.label, "theirs": theirs.label, "workload": workload, "target": target,
             "ours_rps": mine["requests_per_s"], "theirs_rps": other["requests_per_s"],
-            "ratio": mine["requests_per_s"] / other["requests_per_s"],
+            "ratio": ratio,
             "ours_p99": mine["p99_ms"], "theirs_p99": other["p99_ms"],
         })
         if row == "step04" and keep_alive:
@@ -216,13 +219,13 @@ def main():
                 report["fairness"].append({"server": contender.label, "clients": clients,
                                            "answered": sum(1 for c in counts if c), "duration_s": args.duration})
     proxy = proxy_comparison(rows, args.runs, args.duration)
-    if proxy and proxy["ours"] and proxy["theirs"]:
+    if proxy and paired_ratio(proxy["ours"], proxy["theirs"]):
         mine, other = medians(proxy["ours"]), medians(proxy["theirs"])
         report["proxy"] = {"ours_rps": mine["requests_per_s"], "theirs_rps": other["requests_per_s"],
-                           "ratio": mine["requests_per_s"] / other["requests_per_s"],
+                           "ratio": paired_ratio(proxy["ours"], proxy["theirs"]),
                            "ours_p99": mine["p99_ms"], "theirs_p99": other["p99_ms"]}
-        if proxy["direct"]:
-            direct = medians(proxy["direct"])
+        direct = medians(proxy["direct"])
+        if direct:
             report["proxy"]["direct_rps"] = direct["requests_per_s"]
             report["proxy"]["direct_p99"] = direct["p99_ms"]
     report["idle"] = idle_memory(rows)

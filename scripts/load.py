@@ -50,23 +50,31 @@ class Contender:
 def same_run(entries, runs, measure, alternate=False):
     """Calls `measure(entry)` for every entry, `runs` rounds (round 1 of every entry, then
     round 2, ...); with `alternate`, every other round in reverse order, so that no entry always
-    runs first. Returns the results of each entry, in the entries' order, leaving out the runs
-    for which `measure` returned None."""
-    results = [[] for _ in entries]
+    runs first. Returns the results of each entry, in the entries' order, a result per round
+    (None for a run that gave none), so that results of one round can be paired."""
+    results = [[None] * runs for _ in entries]
     for round_ in range(runs):
         order = list(range(len(entries)))
         if alternate and round_ % 2:
             order.reverse()
         for index in order:
-            result = measure(entries[index])
-            if result is not None:
-                results[index].append(result)
+            results[index][round_] = measure(entries[index])
     return results
+
+
+def paired_ratio(ours, theirs, key="requests_per_s"):
+    """The median, over the rounds where both ran, of ours / theirs in that round: a slow
+    minute of a shared machine slows both sides of one ratio, where it would shift the median
+    of one side only. None when no round has both."""
+    ratios = [mine[key] / other[key] for mine, other in zip(ours, theirs)
+              if mine and other and other[key]]
+    return statistics.median(ratios) if ratios else None
 
 
 def medians(results, summed=("failed",)):
     """The median of each figure over the runs of one entry (the `summed` ones added up
-    instead); None without runs."""
+    instead), leaving out runs that gave no result; None without any."""
+    results = [result for result in results if result]
     if not results:
         return None
     return {key: (sum if key in summed else statistics.median)(run[key] for run in results)

@@ -243,7 +243,8 @@ def cpu_of(label, server, duration, exclude=(), perf=False, keep_alive=True, sys
         # The counter outlasts wrk by a second of idle server: nothing to count then.
         per = {call: count / result["requests"] for call, count in counter.read().items()}
         row["syscalls"] = {call: round(n, 2) for call, n in per.items() if n >= 0.01}
-        line += f"   {sum(per.values()):.1f} system calls"
+        row["syscalls_total"] = round(sum(row["syscalls"].values()), 1)
+        line += f"   {row['syscalls_total']:.1f} system calls"
     print(line)
     if recorder:
         recorder.wait()
@@ -266,15 +267,17 @@ def close_table(report):
     lines = [f"Measured {report['date']} on {report['machine']} with `{report['command']}`: "
              f"wrk `-t2 -c100 -H \"Connection: close\"`, {report['duration_s']} s per server, one "
              "after the other; CPU time from /proc, system calls counted by the kernel's tracepoints "
-             "(`perf stat`). The servers and wrk share the machine's cores.",
+             "(`perf stat`). The servers and wrk share the machine's cores, so requests per second "
+             "drift with whatever else runs (bench_vs_nginx.py compares them in interleaved runs); "
+             "the CPU time a request costs and its calls hardly do.",
              "",
-             "| server | req/s | CPU µs per request: user | kernel | system calls per request | "
+             "| server | CPU µs per request: user | kernel | system calls per request | "
              + " | ".join(f"`{call}`" for call in calls) + " |",
-             "|---|---:|---:|---:|---:|" + "---:|" * len(calls)]
+             "|---|---:|---:|---:|" + "---:|" * len(calls)]
     for row in report["rows"]:
         counts = row.get("syscalls", {})
-        lines.append(f"| {row['server']} | {row['requests_per_s']:,} | {row['user_us']:.1f} | "
-                     f"{row['kernel_us']:.1f} | {sum(counts.values()):.1f} | "
+        lines.append(f"| {row['server']} | {row['user_us']:.1f} | {row['kernel_us']:.1f} | "
+                     f"{row.get('syscalls_total', 0):.1f} | "
                      + " | ".join(f"{counts.get(call, 0):.2f}" for call in calls) + " |")
     return "\n".join(lines)
 

@@ -18,13 +18,12 @@ Usage:
 import argparse
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from servers import ROOT, StepServer, adopt_orphans, build_release  # noqa: E402
+from servers import ROOT, StepServer, adopt_orphans, build_release, stop_group  # noqa: E402
 
 BROWSERS = ("chromium", "chromium-browser", "google-chrome")
 
@@ -52,11 +51,7 @@ def chromium_command(browser, url, out, size, profile):
 
 def stop_browser(process):
     """Stops what is left of the browser's process group, and reaps every child we have."""
-    try:
-        os.killpg(process.pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
-    process.wait()
+    stop_group(process, timeout=0)
     while True:
         try:
             pid, _ = os.waitpid(-1, 0)

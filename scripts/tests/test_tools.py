@@ -55,7 +55,14 @@ class HelpersTest(unittest.TestCase):
         results = load.same_run(["a", "b"], 3, lambda entry: order.append(entry) or entry, alternate=True)
         self.assertEqual(order, ["a", "b", "b", "a", "a", "b"])
         self.assertEqual(results, [["a", "a", "a"], ["b", "b", "b"]])
-        self.assertEqual(load.same_run(["a"], 2, lambda entry: None), [[]])
+        self.assertEqual(load.same_run(["a"], 2, lambda entry: None), [[None, None]])
+
+    def test_a_ratio_pairs_the_runs_of_one_round(self):
+        # Round 2 was slow for both: their own medians would give 20 / 30, the rounds say 2.
+        ours = [{"r": 40}, {"r": 10}, {"r": 20}, None]
+        theirs = [{"r": 20}, {"r": 5}, {"r": 30}, {"r": 30}]
+        self.assertEqual(load.paired_ratio(ours, theirs, "r"), 2)
+        self.assertIsNone(load.paired_ratio([None], [{"r": 1}], "r"))
 
     def test_medians_sum_the_failures(self):
         runs = [{"requests_per_s": 10, "failed": 1}, {"requests_per_s": 30, "failed": 2},
@@ -63,6 +70,7 @@ class HelpersTest(unittest.TestCase):
         self.assertEqual(load.medians(runs), {"requests_per_s": 20, "failed": 3})
         self.assertEqual(load.medians(runs, summed=())["failed"], 1)
         self.assertIsNone(load.medians([]))
+        self.assertEqual(load.medians([None, {"failed": 1}]), {"failed": 1})
 
 
 class StepServerTest(unittest.TestCase):
