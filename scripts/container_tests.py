@@ -35,6 +35,7 @@ Examples:
 """
 
 import argparse
+import datetime
 import http.client
 import json
 import os
@@ -89,6 +90,16 @@ def docker(*args, check_status=True, timeout=60):
 
 def inspect(container, template):
     return docker("inspect", "--format", template, container)
+
+
+def stopped_after(container, since):
+    """Seconds from `since` (a time.time()) until the container's process exited: docker's
+    own clean-up after the exit (network, port proxy) can take seconds more before `docker
+    stop` returns, and is not the server's doing."""
+    finished = inspect(container, "{{.State.FinishedAt}}")  # 2026-12-04T18:37:44.615655628Z
+    whole, _, fraction = finished.rstrip("Z").partition(".")
+    at = datetime.datetime.fromisoformat(f"{whole}.{fraction[:6].ljust(6, '0')}+00:00")
+    return at.timestamp() - since
 
 
 # --- HTTP, to 127.0.0.1 only ---------------------------------------------------------------
@@ -429,9 +440,9 @@ def upstream_stopped(project, figures):
     address = inspect(upstream2, "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}")
     with Load(project.port) as load:
         time.sleep(2.0)
-        stop_at = time.monotonic()
+        stop_at, stop_wall = time.monotonic(), time.time()
         docker("stop", upstream2, timeout=GRACE_S + 10)
-        stopped_s = time.monotonic() - stop_at
+        stopped_s = stopped_after(upstream2, stop_wall)
         exit_code = inspect(upstream2, "{{.State.ExitCode}}")
         down_at = wait_until(
             lambda: when_stats(project.port, "upstreams_up", 2), 20, "upstream2 marked down"
@@ -510,17 +521,21 @@ def stop_drains(project, figures):
     client = threading.Thread(target=slow_request)
     client.start()
     time.sleep(0.5)
-    start = time.monotonic()
+    start, start_wall = time.monotonic(), time.time()
     docker("stop", proxy, timeout=GRACE_S + 10)
-    elapsed = time.monotonic() - start
+    returned = time.monotonic() - start
     client.join()
+    exited = stopped_after(proxy, start_wall)
     exit_code = inspect(proxy, "{{.State.ExitCode}}")
-    figures["stop_with_request_in_flight_s"] = round(elapsed, 2)
+    figures["stop_with_request_in_flight_s"] = round(exited, 2)
     check(answer.get("status") == 200, f"the request in flight got {answer}")
     check(exit_code == "0", f"the proxy exited with status {exit_code}")
-    check(elapsed < GRACE_S - 1, f"docker stop took {elapsed:.1f} s: SIGKILLed?")
+    check(exited < GRACE_S - 1, f"the proxy exited {exited:.1f} s after docker stop")
     check("master: all workers stopped" in project.logs("proxy"), "no clean stop logged")
-    return f"the 3 s request answered 200, exit 0 after {elapsed:.1f} s"
+    return (
+        f"the 3 s request answered 200; exit 0 {exited:.1f} s after docker stop, "
+        f"which returned after {returned:.1f} s"
+    )
 
 
 def run_checks(project, figures):
@@ -578,8 +593,8 @@ def write_docs(figures):
             f"{figures['compose_up_s']:.1f} s) |",
             f"| `docker stop upstream2` under load ({demo['clients']} clients, a request "
             f"every {demo['interval_ms']} ms each) | {demo['requests']} requests, "
-            f"{demo['failed']} failed; upstream2 drained and exited {demo['exit_code']} in "
-            f"{demo['stop_s']:.1f} s |",
+            f"{demo['failed']} failed; upstream2 drained and exited {demo['exit_code']} "
+            f"{demo['stop_s'] * 1000:.0f} ms after `docker stop` |",
             f"| until the health checks mark it down | {demo['down_after_s']:.1f} s; "
             f"{demo['requests_until_down']} requests meanwhile, the slowest "
             f"{demo['slowest_until_down_ms']} ms |",
@@ -614,7 +629,11 @@ def main():
     figures = {
         "machine": machine(),
         "docker": docker("version", "--format", "{{.Server.Version}}"),
-        "compose": " ".join(project.compose),
+        "compose": " ".join(project.compose)
+        + " "
+        + subprocess.run(
+            project.compose + ["version", "--short"], capture_output=True, text=True
+        ).stdout.strip(),
         "date": time.strftime("%Y-%m-%d"),
     }
     started = time.monotonic()
