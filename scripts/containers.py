@@ -31,6 +31,13 @@ PROFILE = "container"
 # The image names, and the stage of containers/Dockerfile that builds each.
 IMAGES = ("step06-master-worker", "step07-reverse-proxy")
 REPOSITORY = "fork-to-proxy"
+# docker-compose.yml's services, and its stop_grace_period.
+SERVICES = ("proxy", "upstream1", "upstream2", "upstream3")
+GRACE_S = 15
+
+
+class DockerError(Exception):
+    """A docker or compose command failed; the message says which, and its error."""
 
 
 def image_name(step, tag="latest"):
@@ -44,6 +51,15 @@ def run(command, **options):
     if result.returncode != 0:
         sys.exit(f"containers: {command[0]} failed (exit status {result.returncode})")
     return result
+
+
+def docker(*args, check_status=True, timeout=60):
+    """`docker ARGS`: its standard output; DockerError when it fails (unless not
+    `check_status`)."""
+    result = subprocess.run(["docker", *args], capture_output=True, text=True, timeout=timeout)
+    if check_status and result.returncode != 0:
+        raise DockerError(f"docker {' '.join(args)}: {result.stderr.strip()}")
+    return result.stdout.strip()
 
 
 def compose_command():
@@ -104,6 +120,81 @@ def image_size(name):
     return int(out.stdout.strip())
 
 
+class Project:
+    """docker-compose.yml run as the compose project `name`, its images tagged `name` too
+    (FTP_TAG), the proxy published on 127.0.0.1:`publish` (FTP_PORT: "" for a free port).
+    The defaults are what `docker compose up` in the repository gives; the tests run a copy of
+    their own."""
+
+    def __init__(self, name=None, publish=None):
+        self.name = name
+        self.tag = name or "latest"
+        self.label = f"fork-to-proxy.test-run={name}"
+        self.compose = compose_command()
+        self.env = dict(os.environ, FTP_TAG=self.tag)
+        if publish is not None:
+            self.env["FTP_PORT"] = str(publish)
+        # The proxy's port on 127.0.0.1, once it is up.
+        self.port = None
+        # Container ids by service, kept once read: `compose ps` (v2) lists only running
+        # containers, and the tests stop some.
+        self.containers = {}
+
+    def command(self, *args):
+        project = ["--project-name", self.name] if self.name else []
+        return self.compose + project + list(args)
+
+    def run(self, *args, timeout=120):
+        """A compose command; its standard output, or DockerError."""
+        command = self.command(*args)
+        result = subprocess.run(
+            command, cwd=ROOT, env=self.env, capture_output=True, text=True, timeout=timeout
+        )
+        if result.returncode != 0:
+            raise DockerError(f"{' '.join(command)}: {result.stderr.strip()}")
+        return result.stdout.strip()
+
+    def container(self, service):
+        if service not in self.containers:
+            ids = self.run("ps", "--quiet", service).split()
+            if len(ids) != 1:
+                raise DockerError(f"{service}: {len(ids)} containers")
+            self.containers[service] = ids[0]
+        return self.containers[service]
+
+    def logs(self, service):
+        result = subprocess.run(
+            ["docker", "logs", self.container(service)], capture_output=True, text=True
+        )
+        return result.stdout + result.stderr
+
+    def remove_everything(self):
+        """`down`, then whatever is left with the project's label, and the images with its
+        tag; returns what could not be removed."""
+        try:
+            self.run("down", "--volumes", "--remove-orphans", "--timeout", str(GRACE_S))
+        except (DockerError, subprocess.TimeoutExpired) as error:
+            print(f"  compose down: {error}", file=sys.stderr)
+        project = f"label=com.docker.compose.project={self.name}"
+        left = []
+        for kind, lister, remover in (
+            ("container", ["ps", "-aq", "--filter", project], ["rm", "-f"]),
+            ("network", ["network", "ls", "-q", "--filter", project], ["network", "rm"]),
+            ("image", ["image", "ls", "-q", "--filter", f"label={self.label}"], ["rmi", "-f"]),
+        ):
+            ids = sorted(set(docker(*lister, check_status=False).split()))
+            if ids:
+                docker(*remover, *ids, check_status=False)
+            left += [f"{kind} {i}" for i in docker(*lister, check_status=False).split()]
+        for step in IMAGES:
+            name = image_name(step, self.tag)
+            if docker("image", "ls", "-q", name, check_status=False):
+                docker("rmi", "-f", name, check_status=False)
+                if docker("image", "ls", "-q", name, check_status=False):
+                    left.append(f"image {name}")
+        return left
+
+
 def build():
     build_binaries()
     for name in build_images().values():
@@ -119,15 +210,16 @@ def main():
     why = docker_missing()
     if why is not None:
         sys.exit(f"containers: {why}")
-    compose = compose_command()
+    project = Project()
     if args.command == "down":
-        run(compose + ["down", "--remove-orphans"])
+        run(project.command("down", "--remove-orphans"))
         return
     build()
     if args.command == "up":
         # The images were just built: no second build by compose (v2 would rebuild them).
         os.chdir(ROOT)
-        os.execvp(compose[0], compose + ["up", "--no-build"])
+        command = project.command("up", "--no-build")
+        os.execvp(command[0], command)
 
 
 if __name__ == "__main__":
