@@ -324,7 +324,7 @@ impl<'s> EventLoop<'s> {
         let token = Token(self.connections.vacant_key());
         self.serial += 1;
         let mut connection = Connection::new(stream, token, self.serial, &self.cx);
-        self.stats.opened();
+        self.stats.opened(self.cx.timers.len());
         // With deferred accepts its request is here already: serve it now, before asking the
         // poller, as nginx does after a deferred accept. A connection answered and closed in
         // this very pass never meets the poller at all: a `Connection: close` request saves the

@@ -16,7 +16,8 @@ pub struct LoopStats {
     connections: AtomicU64,
     /// Connections accepted since the start.
     accepted: AtomicU64,
-    /// Timers set (in the heap) when the current loop iteration began.
+    /// Timers set (in the heap) when the current loop iteration began, or, since a connection
+    /// is served as it is accepted, when the last one was.
     timers: AtomicU64,
     /// Times the loop came back from waiting for events.
     loop_iterations: AtomicU64,
@@ -33,9 +34,10 @@ impl LoopStats {
             .number("loop_iterations", read(&self.loop_iterations));
     }
 
-    pub(crate) fn opened(&self) {
+    pub(crate) fn opened(&self, timers: usize) {
         self.accepted.fetch_add(1, Ordering::Relaxed);
         self.connections.fetch_add(1, Ordering::Relaxed);
+        self.timers.store(timers as u64, Ordering::Relaxed);
     }
 
     pub(crate) fn closed(&self) {
