@@ -217,11 +217,25 @@ impl Client {
 }
 
 /// One `GET` on a fresh connection (`Connection: close`).
+///
+/// # Panics
+///
+/// When the connection is refused or no whole response arrives.
 pub fn get(addr: SocketAddr, path: &str) -> Response {
-    let mut client = Client::connect(addr);
-    client
-        .send(format!("GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n").as_bytes());
-    client.read_response()
+    try_get(addr, path).unwrap_or_else(|error| panic!("GET {path}: {error}"))
+}
+
+/// One `GET` on a fresh connection (`Connection: close`), for callers that count failures.
+///
+/// # Errors
+///
+/// When the connection is refused, or ends or stalls before a whole response.
+pub fn try_get(addr: SocketAddr, path: &str) -> std::io::Result<Response> {
+    let mut client = Client::try_connect(addr)?;
+    client.stream().write_all(
+        format!("GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n").as_bytes(),
+    )?;
+    client.try_read_response(false)
 }
 
 /// `SO_LINGER` with a zero timeout: closing `stream` then sends a reset, not a FIN.

@@ -96,6 +96,38 @@ pub fn cpu_time(pid: u32) -> Option<Duration> {
     ))
 }
 
+/// The running processes of process group `pgid` (zombies excluded).
+pub fn group_members(pgid: u32) -> Vec<u32> {
+    let Ok(entries) = fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    let mut members = Vec::new();
+    for entry in entries.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|name| name.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let Ok(stat) = fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        // `pid (comm) state ppid pgrp ...`
+        let Some((_, rest)) = stat.rsplit_once(')') else {
+            continue;
+        };
+        let fields: Vec<&str> = rest.split_whitespace().take(3).collect();
+        if let [state, _, pgrp] = fields[..]
+            && state != "Z"
+            && pgrp.parse() == Ok(pgid)
+        {
+            members.push(pid);
+        }
+    }
+    members
+}
+
 /// `root` and all its descendants.
 pub fn tree(root: u32) -> Vec<u32> {
     let mut all = vec![root];
