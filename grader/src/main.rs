@@ -87,6 +87,11 @@ struct Args {
     #[arg(long)]
     list: bool,
 
+    /// Also write the report (or --list) into FILE, between the lines `<!-- NAME: begin -->`
+    /// and `<!-- NAME: end -->` (how the book's sample report is made).
+    #[arg(long, value_name = "FILE:NAME")]
+    write_region: Option<String>,
+
     /// The server's command line; `{port}` is replaced by the port it must listen on.
     #[arg(last = true, value_name = "COMMAND", required_unless_present = "list")]
     command: Vec<String>,
@@ -108,8 +113,12 @@ const STOPS: Check = Check {
 fn main() -> ExitCode {
     let args = Args::parse();
     if args.list {
-        print!("{}", list_markdown());
-        return ExitCode::SUCCESS;
+        let list = list_markdown();
+        print!("{list}");
+        return match &args.write_region {
+            Some(region) => written(write_region(region, list.trim_end())),
+            None => ExitCode::SUCCESS,
+        };
     }
     let Some(step) = args.step.and_then(checks::step) else {
         eprintln!("error: --step must be 1 to 7");
@@ -138,6 +147,9 @@ fn main() -> ExitCode {
         return ExitCode::from(2);
     }
     prepare_process();
+    // A server that hangs is told apart from a slow one sooner than in the tests: every check
+    // waits a few seconds at most for an answer it expects at once.
+    testkit::client::set_read_timeout(Duration::from_secs(if args.quick { 5 } else { 15 }));
 
     let effort = if args.quick {
         Effort::Quick
@@ -192,6 +204,19 @@ fn main() -> ExitCode {
     {
         eprintln!("error: cannot write {path}: {error}");
         return ExitCode::from(2);
+    }
+    if let Some(region) = &args.write_region {
+        let text = format!(
+            "```text\n$ scripts/grade --step {:02}{} -- {}\n{}```",
+            step.number,
+            if args.quick { " --quick" } else { "" },
+            header.command,
+            report::table(&header, &outcomes)
+        );
+        if let Err(error) = write_region(region, &text) {
+            eprintln!("error: {error}");
+            return ExitCode::from(2);
+        }
     }
     let mut stdout = std::io::stdout().lock();
     let written = if args.json {
@@ -336,4 +361,38 @@ fn list_markdown() -> String {
         }
     }
     out
+}
+
+/// Exit status 0, or 2 after printing the error.
+fn written(result: Result<(), String>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// Replaces what lies between `<!-- NAME: begin -->` and `<!-- NAME: end -->` in FILE (`region`
+/// is `FILE:NAME`) with `text`, as `scripts/servers.py`'s `write_region` does.
+fn write_region(region: &str, text: &str) -> Result<(), String> {
+    let (path, name) = region
+        .rsplit_once(':')
+        .ok_or_else(|| format!("--write-region wants FILE:NAME, not {region:?}"))?;
+    let whole = std::fs::read_to_string(path).map_err(|e| format!("cannot read {path}: {e}"))?;
+    let (begin, end) = (
+        format!("<!-- {name}: begin -->"),
+        format!("<!-- {name}: end -->"),
+    );
+    let (head, rest) = whole
+        .split_once(&begin)
+        .ok_or_else(|| format!("{path} has no {begin} line"))?;
+    let (_, tail) = rest
+        .split_once(&end)
+        .ok_or_else(|| format!("{path} has no {end} line"))?;
+    std::fs::write(path, format!("{head}{begin}\n{text}\n{end}{tail}"))
+        .map_err(|e| format!("cannot write {path}: {e}"))?;
+    eprintln!("grade: wrote the {name} region of {path}");
+    Ok(())
 }
