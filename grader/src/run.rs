@@ -108,16 +108,19 @@ pub fn run_all(plan: &Plan, checks: &[Check], progress: &dyn Fn(&Outcome)) -> Ve
         })
         .collect();
     drop(done);
-    for (index, (verdict, seconds, panics)) in results {
+    let mut record = |index: usize, (verdict, seconds, server_panics): Ran| {
         let outcome = Outcome {
             check: checks[index],
             required: plan.required(&checks[index]),
             verdict,
             seconds,
-            server_panics: panics,
+            server_panics,
         };
         progress(&outcome);
         outcomes[index] = Some(outcome);
+    };
+    for (index, ran) in results {
+        record(index, ran);
     }
     for runner in runners {
         let _ = runner.join();
@@ -139,13 +142,11 @@ pub fn run_all(plan: &Plan, checks: &[Check], progress: &dyn Fn(&Outcome)) -> Ve
     outcomes.into_iter().flatten().collect()
 }
 
+/// A check's verdict, its seconds, and the panics its servers printed.
+type Ran = (Verdict, f64, Vec<String>);
+
 /// Runs one check on a thread of its own and waits at most `limit` for its verdict.
-fn run_one(
-    target: &Target,
-    check: Check,
-    effort: Effort,
-    limit: Duration,
-) -> (Verdict, f64, Vec<String>) {
+fn run_one(target: &Target, check: Check, effort: Effort, limit: Duration) -> Ran {
     let panics = Arc::new(Mutex::new(Vec::new()));
     let target = target.clone().with_panic_sink(Arc::clone(&panics));
     let (sender, receiver) = mpsc::channel();

@@ -380,6 +380,14 @@ pub fn one_thread_holds_a_thousand_slow_requests(target: &Target, _effort: Effor
     measured
 }
 
+/// Waits up to 5 s until the server has `count` running children (its workers); their pids.
+fn wait_for_workers(server: &Server, count: usize) -> Option<Vec<u32>> {
+    wait_for(Duration::from_secs(5), || {
+        let workers = running_children(server);
+        (workers.len() == count).then_some(workers)
+    })
+}
+
 /// The cores this process may run on (and the servers it starts, which inherit it).
 fn cores() -> usize {
     thread::available_parallelism().map_or(1, |n| n.get())
@@ -390,10 +398,7 @@ pub fn a_worker_process_per_core(target: &Target, _effort: Effort) -> String {
     require_procfs();
     let server = target.start(&["--quiet"]);
     let cores = cores();
-    let workers = wait_for(Duration::from_secs(5), || {
-        let workers = running_children(&server);
-        (workers.len() == cores).then_some(workers)
-    });
+    let workers = wait_for_workers(&server, cores);
     let seen = running_children(&server);
     match workers {
         Some(workers) => format!(
@@ -413,10 +418,7 @@ pub fn a_killed_worker_is_replaced(target: &Target, _effort: Effort) -> String {
     require_procfs();
     let server = target.start(&["--quiet"]);
     let cores = cores();
-    let Some(before) = wait_for(Duration::from_secs(5), || {
-        let workers = running_children(&server);
-        (workers.len() == cores).then_some(workers)
-    }) else {
+    let Some(before) = wait_for_workers(&server, cores) else {
         panic!(
             "not {cores} workers to start with: {:?}",
             running_children(&server)
@@ -460,10 +462,7 @@ pub fn a_reload_fails_no_request(target: &Target, _effort: Effort) -> String {
     require_procfs();
     let server = target.start(&["--quiet"]);
     let cores = cores();
-    let Some(old) = wait_for(Duration::from_secs(5), || {
-        let workers = running_children(&server);
-        (workers.len() == cores).then_some(workers)
-    }) else {
+    let Some(old) = wait_for_workers(&server, cores) else {
         panic!(
             "not {cores} workers to start with: {:?}",
             running_children(&server)
