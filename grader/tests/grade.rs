@@ -275,7 +275,8 @@ fn each_starter_fails_the_checks_its_exercises_break() {
         );
         return;
     };
-    let dir = PathBuf::from(dir);
+    // Relative to the workspace, as .ci/run gives it.
+    let dir = workspace().join(dir);
     let starters = [
         ("01", "step01-fork"),
         ("02", "step02-threads"),
