@@ -306,6 +306,23 @@ fn each_starter_fails_the_checks_its_exercises_break() {
         };
         assert_eq!(status, 1, "{crate_name}: {report:#}");
         let passed = with_result(&report, "pass");
+        // What CI shows (`--nocapture`): the tally, and one failure as a student sees it.
+        let first_failure = report["checks"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|check| check["result"] == "fail");
+        eprintln!(
+            "{crate_name} starter: {} passed, {} failed, {} skipped; first failure: {}: {}\n  \
+             the server panicked: {}\n  hint: {}",
+            passed.len(),
+            with_result(&report, "fail").len(),
+            with_result(&report, "skip").len(),
+            first_failure.map_or("", |c| c["name"].as_str().unwrap_or_default()),
+            first_failure.map_or("", |c| c["failure"].as_str().unwrap_or_default()),
+            first_failure.map_or("", |c| c["server_panics"][0].as_str().unwrap_or_default()),
+            first_failure.map_or("", |c| c["hint"].as_str().unwrap_or_default()),
+        );
         let needs_no_answer: BTreeSet<String> = [
             "bad_options_fail_with_one_line",
             "port_in_use_fails_with_one_line",

@@ -144,10 +144,12 @@ pub fn run_case(server: &Server, case: &Case) -> Result<(), String> {
             return Err(format!("no answer after {:?}: {error}", started.elapsed()));
         }
         (Expect::Status(expected), Ok(response)) if response.status != *expected => {
+            let text = response.text();
+            let shown: String = text.chars().take(60).collect();
+            let more = if shown.len() < text.len() { "..." } else { "" };
             return Err(format!(
-                "expected {expected}, got {}: {:?}",
-                response.status,
-                response.text()
+                "expected {expected}, got {}: {shown:?}{more}",
+                response.status
             ));
         }
         (Expect::Status(_), Ok(_)) => {}

@@ -7,8 +7,8 @@
 //! lists them per step for `scripts/grade`.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -509,21 +509,18 @@ pub fn a_reload_fails_no_request(target: &Target, _effort: Effort) -> String {
 pub fn requests_spread_over_its_upstreams(target: &Target, _effort: Effort) -> String {
     const REQUESTS: usize = 60;
     let server = target.start(&["--quiet"]);
-    let counts = Arc::new(Mutex::new(BTreeMap::<String, usize>::new()));
+    let mut counts = BTreeMap::<String, usize>::new();
     let mut failures = Vec::new();
     for _ in 0..REQUESTS {
         match client::try_get(server.addr(), "/") {
             Ok(answer) if answer.status == 200 => {
                 let upstream = answer.header("x-upstream").unwrap_or("(none)").to_string();
-                if let Ok(mut counts) = counts.lock() {
-                    *counts.entry(upstream).or_default() += 1;
-                }
+                *counts.entry(upstream).or_default() += 1;
             }
             Ok(answer) => failures.push(format!("status {}", answer.status)),
             Err(error) => failures.push(error.to_string()),
         }
     }
-    let counts = counts.lock().map(|c| c.clone()).unwrap_or_default();
     let spread: Vec<String> = counts.iter().map(|(k, v)| format!("{k} {v}")).collect();
     let measured = format!(
         "{REQUESTS} requests over {} upstreams (X-Upstream): {}",
