@@ -239,12 +239,35 @@ fn main() -> ExitCode {
 }
 
 /// Before the first check: the grader adopts every orphan its servers leave (so that none
-/// escapes the final cleanup), may hold the sockets of a thousand clients, and keeps the
-/// checks' expected panics out of the terminal.
+/// escapes the final cleanup), stops every server it started when it is interrupted, may hold
+/// the sockets of a thousand clients, and keeps the checks' expected panics out of the
+/// terminal.
 fn prepare_process() {
     #[cfg(target_os = "linux")]
     if let Err(error) = nix::sys::prctl::set_child_subreaper(true) {
         eprintln!("grade: cannot become a subreaper ({error}): orphans may escape the cleanup");
+    }
+    // The servers run in process groups of their own, out of reach of the terminal's Ctrl-C:
+    // the grader catches it (on a thread of its own, before any other thread exists, so that
+    // every thread inherits the blocked mask) and stops them before it exits.
+    use nix::sys::signal::{SigSet, Signal};
+    let mut stop = SigSet::empty();
+    for signal in [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP] {
+        stop.add(signal);
+    }
+    if stop.thread_block().is_ok() {
+        let _ = std::thread::Builder::new()
+            .name("signals".into())
+            .spawn(move || {
+                if let Ok(signal) = stop.wait() {
+                    let left = stop_everything_left();
+                    eprintln!(
+                        "grade: {signal}: stopped {} processes; no grade",
+                        left.len()
+                    );
+                    std::process::exit(130);
+                }
+            });
     }
     testkit::model::allow_open_files(65_536);
     let default_hook = std::panic::take_hook();
