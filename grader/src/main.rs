@@ -28,6 +28,7 @@ mod run;
 
 use std::io::Write;
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicI32, Ordering};
 use std::time::Duration;
 
 use clap::Parser;
@@ -248,27 +249,34 @@ fn prepare_process() {
         eprintln!("grade: cannot become a subreaper ({error}): orphans may escape the cleanup");
     }
     // The servers run in process groups of their own, out of reach of the terminal's Ctrl-C:
-    // the grader catches it (on a thread of its own, before any other thread exists, so that
-    // every thread inherits the blocked mask) and stops them before it exits.
-    use nix::sys::signal::{SigSet, Signal};
-    let mut stop = SigSet::empty();
+    // the grader catches it and stops them before it exits. (A handler, not a blocked mask
+    // and sigwait: the servers would inherit the mask, and ignore SIGTERM.)
+    use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, Signal, sigaction};
+    let action = SigAction::new(
+        SigHandler::Handler(on_stop_signal),
+        SaFlags::SA_RESTART,
+        SigSet::empty(),
+    );
     for signal in [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP] {
-        stop.add(signal);
+        // SAFETY: the handler only stores into an atomic, which is async-signal-safe.
+        let _ = unsafe { sigaction(signal, &action) };
     }
-    if stop.thread_block().is_ok() {
-        let _ = std::thread::Builder::new()
-            .name("signals".into())
-            .spawn(move || {
-                if let Ok(signal) = stop.wait() {
+    let _ = std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(|| {
+            loop {
+                std::thread::sleep(Duration::from_millis(50));
+                let signal = INTERRUPTED.load(Ordering::SeqCst);
+                if signal != 0 {
                     let left = stop_everything_left();
                     eprintln!(
-                        "grade: {signal}: stopped {} processes; no grade",
+                        "grade: signal {signal}: stopped {} processes; no grade",
                         left.len()
                     );
                     std::process::exit(130);
                 }
-            });
-    }
+            }
+        });
     testkit::model::allow_open_files(65_536);
     let default_hook = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |info| {
@@ -277,6 +285,13 @@ fn prepare_process() {
             default_hook(info);
         }
     }));
+}
+
+/// The signal that interrupted the grader, or 0.
+static INTERRUPTED: AtomicI32 = AtomicI32::new(0);
+
+extern "C" fn on_stop_signal(signal: nix::libc::c_int) {
+    INTERRUPTED.store(signal, Ordering::SeqCst);
 }
 
 /// What is still running among the processes the grader started (a hung check's server, an
