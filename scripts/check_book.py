@@ -1,0 +1,503 @@
+#!/usr/bin/env python3
+"""The book against the tree and against its data: what a reader copies must exist, and every
+measured figure must come from a data file that a script wrote.
+
+Two checks, both static and fast (a second):
+
+names    Every name the book sets in `code` in README.md and docs/ must exist: a file or
+         directory (`src/zone.rs`, `scripts/fairness.py`), a Rust item (`Queue::push_blocking`,
+         `BlockingRunner`), a test, a function or a setting (`no_zombie_after_200_connections`,
+         `read_timeout_ms`), an option of one of our programs (`--max-children`), an
+         exercise (`take-a-slot`), and the scripts and options of inline commands
+         (`python3 scripts/fairness.py step04-threadpool -- --workers 100`). A name counts as
+         existing when the tree (sources, scripts, configurations; not the book itself)
+         defines it or spells it; names of other software (`SO_REUSEPORT`, `pthread_create`,
+         `proxy_pass`) are listed in EXTERNAL below. A span in a test table or after the word
+         "test" must name a Rust function. Names that a page asks the reader to create (an
+         exercise's new option) are declared in the page: `<!-- proposed: --listen-fd -->`.
+
+figures  Every measured figure in the prose of a page, outside the regions that scripts
+         generate (`<!-- name: begin -->` ... `<!-- name: end -->`) and outside code blocks,
+         must be held by a data file that the page cites: a number with a thousands separator
+         (`119,372`, `109 390`), a ratio (`1.65×`), a throughput (`25 943 req/s`), or a time,
+         size or rate with its unit (`134 µs`, `75.9 KiB`, `126 MiB`). "Held" means that some
+         number in the data file, rounded as the prose prints it, gives the same digits. A page
+         cites the data files named in its `<!-- data: FILE ... -->` comments, and the data of
+         every page it links to that has one (`comparison.md` -> `docs/comparison.json`).
+         A figure that is a setting or a load, not a measurement, is written without unit or
+         separator, or is held by the data file too (it records the load it measured).
+
+Examples:
+  python3 scripts/check_book.py                # both checks; exit 1 and one line per problem
+  python3 scripts/check_book.py --names
+  python3 scripts/check_book.py --figures --verbose
+
+Exit status: 0 when the book agrees with the tree and the data, 1 otherwise.
+"""
+
+import argparse
+import json
+import os
+import re
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DATA_DIR = "docs"
+SKIP_DIRS = {".git", "target", "__pycache__", "node_modules"}
+SOURCE_SUFFIXES = (".rs", ".py", ".toml", ".conf", ".html", ".js", ".txt", ".sh", ".yml", ".json")
+
+# Names of other software that the book sets in code: system calls and C functions, kernel
+# settings, nginx and Apache directives, HTTP fields and methods, std and crate items, tools.
+# Ours are checked against the tree; these are not ours to check. Keep it to whole names.
+EXTERNAL = set("""
+abort accept accept4 accept_mutex access_log active_threads aio alarm async await bind
+block_on close connect else enum epoll epoll_ctl epoll_wait epoll_create1 errno eventfd exec
+execve exit fail_timeout fg fork free getaddrinfo getppid getsockopt get_queue_size
+grpc-timeout h2 http2 http2_prior_knowledge hyper impl insert int io_uring ioctl join
+keepalive_timeout kevent kqueue let listen localhost location loop main malloc
+malloc_consolidate manage_server max_fails memcpy memmove mio mmap mod_php mpsc nix
+open_file_cache poll pop posix_spawn prctl println proxy_connect_timeout
+proxy_ignore_client_abort proxy_next_upstream proxy_pass proxy_read_timeout pthread_create
+pthread_detach pthread_join quic_bpf quiche quinn rate read recv recv_timeout recvfrom
+reqwest rt-multi-thread sched_setaffinity select send send_timeout sendfile sendmsg sendto
+server.c shutdown sleep socket spawn spawn_blocking strace sysctl tcp_migrate_req
+tcp_nodelay thread_id timeout tokio try_clone underscores_in_headers unlink_chunk unsafe
+unwrap vfork wait waitpid wasmtime while worker_processes worker_rlimit_nofile write wrk
+_exit _int_free _int_malloc send_request crossbeam-channel client_header_timeout
+client_body_timeout ThreadsPerChild StartServers MinSpareServers MaxRequestWorkers
+MaxConnectionsPerChild ListenBacklog
+Arc AsyncFd Backlog BTreeMap Box Condvar ControlMessage Err FnOnce HashMap HeaderMap
+JoinHandle Mutex Ok Option PoisonError Receiver Result ScmRights Send Sender Sync
+TcpListener TcpStream Url Vec VecDeque Instant Duration ErrorKind Interrupted WouldBlock
+std thread process net sync mem sys socket size_of from_raw_fd into_inner sync_channel
+forget exit_code new bind clock_gettime ngx_http_upstream_get_peer
+Accept Allow Connection Content-Length Content-Type Date ETag Expect Host Keep-Alive
+Proxy-Authorization Proxy-Connection Proxy-Authenticate Server TE Trailer Transfer-Encoding
+Transfer_Encoding Upgrade Via X-Forwarded-For X-Forwarded-Host X-Forwarded-Proto
+If-None-Match User-Agent
+CONNECT GET HEAD OPTIONS POST PRI SYN SYN-ACK ACK RST FIN SRV NGINX
+""".split())
+
+# Options of other programs (cargo, wrk, curl, ...) that the book sets in code.
+EXTERNAL_OPTIONS = {"--nocapture", "--release", "--lib", "--workspace", "--help", "--latency",
+                    "--test", "--example", "--locked", "--ppid", "--target", "--features"}
+
+
+# --- reading the book ----------------------------------------------------------------------
+
+
+def book_pages():
+    """README.md and every page of docs/, as (path relative to ROOT, text)."""
+    pages = [("README.md", read(os.path.join(ROOT, "README.md")))]
+    docs = os.path.join(ROOT, "docs")
+    for name in sorted(os.listdir(docs)):
+        if name.endswith(".md"):
+            pages.append((os.path.join("docs", name), read(os.path.join(docs, name))))
+    return pages
+
+
+def read(path):
+    with open(path, encoding="utf-8") as source:
+        return source.read()
+
+
+FENCE = re.compile(r"^(```|~~~).*?^\1[ \t]*$", re.S | re.M)
+REGION = re.compile(r"<!-- ([\w-]+): begin -->.*?<!-- \1: end -->", re.S)
+SPAN = re.compile(r"(`+)(.+?)\1", re.S)
+
+
+def blank(text, pattern):
+    """`text` with every match of `pattern` replaced by as many newlines: lines keep their numbers."""
+    return pattern.sub(lambda match: "\n" * match.group(0).count("\n"), text)
+
+
+def inline_spans(text):
+    """(line, span, the 40 characters before it) for every inline code span outside code blocks."""
+    prose = blank(text, FENCE)
+    for match in SPAN.finditer(prose):
+        line = prose.count("\n", 0, match.start()) + 1
+        yield line, match.group(2).strip(), prose[max(0, match.start() - 40):match.start()]
+
+
+# --- what the tree holds -------------------------------------------------------------------
+
+
+class Tree:
+    """Files, directories, defined Rust items, options and every word of the tree's sources."""
+
+    def __init__(self, root):
+        self.root = root
+        self.files, self.dirs = set(), set()
+        self.words, self.defined, self.functions = set(), set(), set()
+        self.options = set()
+        self.script_options = {}  # scripts/NAME -> the options its argparse defines
+        self.exercises = set()
+        me = os.path.abspath(__file__)
+        for directory, subdirectories, files in os.walk(root):
+            subdirectories[:] = [name for name in subdirectories if name not in SKIP_DIRS]
+            relative = os.path.relpath(directory, root)
+            if relative != ".":
+                self.dirs.add(relative.replace(os.sep, "/"))
+            for name in files:
+                path = os.path.join(directory, name)
+                rel = os.path.relpath(path, root).replace(os.sep, "/")
+                self.files.add(rel)
+                if rel == "README.md" or rel.startswith("docs/") or os.path.abspath(path) == me:
+                    continue
+                if rel.startswith("scripts/") and "." not in name or name.endswith(SOURCE_SUFFIXES):
+                    try:
+                        text = read(path)
+                    except (UnicodeDecodeError, OSError):
+                        continue
+                    self.index(rel, text)
+
+    def index(self, rel, text):
+        self.words.update(re.findall(r"[A-Za-z_][A-Za-z0-9_]*", text))
+        self.words.update(re.findall(r"[A-Za-z0-9_]+(?:[-.][A-Za-z0-9_]+)+", text))
+        if rel.endswith(".rs"):
+            for kind, name in re.findall(
+                    r"\b(fn|struct|enum|trait|type|const|static|mod|macro_rules!)\s+([A-Za-z_]\w*)", text):
+                self.defined.add(name)
+                if kind == "fn":
+                    self.functions.add(name)
+            # enum variants and struct fields: a name at the start of a line, then `,`, `(`,
+            # `{` or `:` (approximate, and generous on purpose: it only widens what exists)
+            self.defined.update(re.findall(r"^\s*(?:pub(?:\([a-z]+\))?\s+)?([A-Za-z_]\w*)\s*(?:[,({]|:(?!:))", text, re.M))
+            for attribute in re.finditer(r"#\[arg\(([^\]]*)\)\]", text):
+                explicit = re.search(r'long\s*=\s*"([^"]+)"', attribute.group(1))
+                if explicit:
+                    self.options.add("--" + explicit.group(1))
+                elif re.search(r"\blong\b", attribute.group(1)):
+                    field = re.search(r"^\s*(?:pub(?:\([a-z]+\))?\s+)?([a-z_][a-z0-9_]*)\s*:",
+                                      text[attribute.end():], re.M)
+                    if field:
+                        self.options.add("--" + field.group(1).replace("_", "-"))
+            for exercise in re.findall(r"//\s*EXERCISE:\s*([a-z0-9-]+)", text):
+                self.exercises.add(exercise)
+        if rel.endswith("Cargo.toml"):
+            self.defined.update(name.replace("-", "_") for name in re.findall(r'^name\s*=\s*"([^"]+)"', text, re.M))
+        if rel.startswith("scripts/"):
+            found = set(re.findall(r'add_argument\(\s*(?:"-\w"\s*,\s*)?"(--[a-z0-9-]+)"', text))
+            found |= set(re.findall(r'add_argument\(\s*"-\w"\s*,\s*"(--[a-z0-9-]+)"', text))
+            if "argparse" in text:
+                found |= {"--help"}
+            self.options |= found
+            self.script_options[rel] = found
+
+    def has_path(self, path):
+        """A file or directory of the tree, from the root or as the tail of a longer path."""
+        path = path.rstrip("/")
+        if path in self.files or path in self.dirs:
+            return True
+        tail = "/" + path
+        return any(name.endswith(tail) for name in self.files) or any(name.endswith(tail) for name in self.dirs)
+
+    def spells(self, word):
+        return word in self.words or word in EXTERNAL
+
+
+# --- names ---------------------------------------------------------------------------------
+
+PATHLIKE = re.compile(r"^[\w.-]+(/[\w.*-]*)+$|^[\w-]+\.(rs|py|toml|md|svg|txt|conf|json|lock|png)$")
+RUST_PATH = re.compile(r"\b([A-Za-z_]\w*(?:::[A-Za-z_]\w*)+)")
+CAMEL = re.compile(r"^[A-Z][a-z0-9]+(?:[A-Z][a-z0-9]*)+$|^[A-Z][a-z]+$")
+SNAKE = re.compile(r"^_?[a-z][a-z0-9]*(?:_[a-z0-9]+)+$")
+KEBAB = re.compile(r"^[a-z][a-z0-9]*(?:-[a-z0-9]+)+$")
+OPTION = re.compile(r"^(--[a-z][a-z0-9-]*)(?:[ =].*)?$")
+COMMAND = re.compile(r"^(?:python3\s+)?(scripts/[\w.-]+)((?:\s+\S+)*)$")
+
+
+def check_path(tree, span):
+    if span.startswith(("/", "~", "http", "target/", "..", "<")) or "*" in span or "NN" in span:
+        return None  # absolute paths, build output, globs, placeholders: not the tree's
+    if span.startswith(("text/", "application/", "image/", "HTTP/")):
+        return None  # a media type, a protocol version
+    if tree.has_path(span):
+        return None
+    return f"no file or directory `{span}` in the tree"
+
+
+def check_rust_path(tree, path):
+    first, *rest = path.split("::")
+    ours = first in tree.defined or first.replace("-", "_") in tree.defined
+    if not ours:
+        if first in EXTERNAL or first in tree.words:
+            return None  # std, a crate, or a name the code spells (a module, a method's type)
+        return f"`{path}`: `{first}` is neither defined in the tree nor listed as external"
+    for segment in rest:
+        if segment not in tree.defined and segment not in tree.words:
+            return f"`{path}`: `{segment}` is not defined in the tree"
+    return None
+
+
+def check_command(tree, span):
+    """`scripts/NAME args`: the script exists, and each option it is given is one of its own."""
+    match = COMMAND.match(span)
+    script = match.group(1)
+    if script not in tree.files:
+        return f"`{span}`: no script {script}"
+    words, step_words = match.group(2).split(), []
+    if "--" in words:
+        # What follows `--` goes to the step: an option of one of our programs.
+        words, step_words = words[:words.index("--")], words[words.index("--") + 1:]
+    for word in step_words:
+        option = word.split("=")[0]
+        if option.startswith("--") and option not in tree.options:
+            return f"`{span}`: no step has an option {option}"
+    known = tree.script_options.get(script)
+    if known is None:
+        return None
+    for word in words:
+        option = word.split("=")[0]
+        if option.startswith("--") and option not in known:
+            return f"`{span}`: {script} has no option {option}"
+    return None
+
+
+def check_span(tree, span, before):
+    """A problem with one inline code span, or None."""
+    span = span.strip()
+    if not span or "\n" in span:
+        return None
+    if COMMAND.match(span) and not tree.has_path(span):
+        return check_command(tree, span)
+    option = OPTION.match(span)
+    if option:
+        name = option.group(1)
+        if name in tree.options or name in EXTERNAL_OPTIONS:
+            return None
+        return f"no program of ours has an option {name}"
+    if " " not in span and PATHLIKE.match(span) and "::" not in span:
+        return check_path(tree, span)
+    problems = []
+    for path in RUST_PATH.findall(span):
+        problem = check_rust_path(tree, path)
+        if problem:
+            problems.append(problem)
+    word = re.sub(r"\(\)$|!$", "", span)
+    if re.search(r"\btests?\b\s*$|the test\b", before) and SNAKE.match(word):
+        if word not in tree.functions:
+            problems.append(f"no test or function `{word}` in the tree")
+    elif SNAKE.match(word) or KEBAB.match(word) or CAMEL.match(word):
+        if not tree.spells(word):
+            problems.append(f"`{word}` is defined nowhere in the tree and is not listed as external")
+    return "; ".join(problems) or None
+
+
+PROPOSED = re.compile(r"<!-- proposed: ([^>]*?) -->")
+
+
+def check_names(tree, pages):
+    problems = []
+    for path, text in pages:
+        # Names a page asks the reader to create (an exercise's new option or setting) exist
+        # nowhere yet: the page lists them, so that they are not taken for drift.
+        proposed = {name for names in PROPOSED.findall(text) for name in names.split()}
+        test_table = False
+        for line_number, line in enumerate(text.split("\n"), 1):
+            if line.startswith("| file | test"):
+                test_table = True
+            elif not line.startswith("|"):
+                test_table = False
+            if test_table and line.startswith("|"):
+                cells = line.split("|")
+                if len(cells) > 3:
+                    for name in re.findall(r"`([a-z0-9_]+)`", cells[2]):
+                        if SNAKE.match(name) and name not in tree.functions:
+                            problems.append(f"{path}:{line_number}: the test table names `{name}`, "
+                                            "which is no function of the tree")
+        for line_number, span, before in inline_spans(text):
+            if span in proposed or span.split()[0] in proposed:
+                continue
+            problem = check_span(tree, span, before)
+            if problem:
+                problems.append(f"{path}:{line_number}: {problem}")
+            if re.search(r"\bexercises?\b[^.`]*$", before) and KEBAB.match(span) and span not in tree.exercises:
+                problems.append(f"{path}:{line_number}: no exercise `{span}` (the markers name: "
+                                f"{', '.join(sorted(tree.exercises))})")
+    return problems
+
+
+# --- figures -------------------------------------------------------------------------------
+
+SEP = r"[,\u202f\u00a0 ]"
+FIGURE = re.compile(
+    r"(?<![\w.,/])(?:"
+    r"(?P<ratio>\d+(?:\.\d+)?)×"
+    r"|(?P<grouped>\d{1,3}(?:" + SEP + r"\d{3})+(?:\.\d+)?)(?:\s?(?P<gunit>req/s|requests/s|ms|µs|ns|B|KiB|MiB))?"
+    r"|(?P<plain>\d+(?:\.\d+)?)\s?(?P<unit>req/s|requests/s|µs|ns|ms|KiB|MiB|GiB)"
+    r"|(?P<seconds>\d+\.\d\d+)\s?s"
+    r")(?![\w/])"
+)
+# How a value in a data file may be scaled to the unit printed: a time in seconds quoted in
+# ms, a size in bytes quoted in KiB, and so on. Nothing else: a looser match would let a wrong
+# figure through by chance.
+SCALES = {
+    "": (1,), "×": (1,), "req/s": (1,), "requests/s": (1,),
+    "s": (1, 1e-3), "ms": (1, 1e3, 1e-3), "µs": (1, 1e-3, 1e6), "ns": (1, 1e3),
+    "B": (1, 1024, 1024 * 1024), "KiB": (1, 1 / 1024, 1024), "MiB": (1, 1 / 1024, 1 / 1024 / 1024),
+    "GiB": (1, 1 / 1024),
+}
+
+
+def figures(text):
+    """(line, the figure as printed, its unit, its digits as a number, decimals printed) for
+    every figure of the prose, outside code and outside regions marked unrecorded."""
+    prose = blank(blank(text, FENCE), UNRECORDED)
+    prose = blank(prose, re.compile(r"<!--.*?-->", re.S))
+    prose = SPAN.sub(lambda match: " " * len(match.group(0)), prose)
+    prose = re.sub(r"\]\([^)]*\)", lambda match: " " * len(match.group(0)), prose)  # link targets
+    for match in FIGURE.finditer(prose):
+        printed = match.group(0)
+        digits = next(match.group(name) for name in ("ratio", "grouped", "plain", "seconds") if match.group(name))
+        unit = ("×" if match.group("ratio") else "s" if match.group("seconds")
+                else match.group("gunit") or match.group("unit") or "")
+        number = re.sub(SEP, "", digits)
+        decimals = len(number.split(".")[1]) if "." in number else 0
+        line = prose.count("\n", 0, match.start()) + 1
+        yield line, printed.strip(), unit, float(number), decimals
+
+
+UNRECORDED = re.compile(r"<!-- unrecorded: begin[^>]*-->.*?<!-- unrecorded: end -->", re.S)
+
+
+def numbers_in(value, found):
+    """Every number in a JSON value, recursively."""
+    if isinstance(value, bool):
+        return found
+    if isinstance(value, (int, float)):
+        found.add(float(value))
+    elif isinstance(value, dict):
+        for item in value.values():
+            numbers_in(item, found)
+    elif isinstance(value, list):
+        for item in value:
+            numbers_in(item, found)
+    elif isinstance(value, str):
+        for text in re.findall(r"\d+(?:\.\d+)?", value):
+            found.add(float(text))
+    return found
+
+
+def held(number, unit, decimals, values):
+    """Whether some value, in the printed unit, rounds at the printed precision to `number`."""
+    for value in values:
+        for scale in SCALES.get(unit, (1,)):
+            if abs(round(value * scale, decimals) - number) < 1e-9:
+                return True
+    return False
+
+
+def code_settings(tree_root):
+    """The settings the code fixes, with their units: `Duration::from_millis(100)` is 100 ms,
+    `64 * 1024` is 64 KiB, an option's `default_value_t = 10_000` is 10000. A figure in the
+    prose that is one of these is a setting, not a measurement, and the code holds it. Tests
+    are left out: their constants are not the program's."""
+    settings = {unit: set() for unit in SCALES}
+    for directory, subdirectories, files in os.walk(tree_root):
+        subdirectories[:] = [name for name in subdirectories
+                             if name not in SKIP_DIRS and name not in ("tests", "testkit", "benches")]
+        for name in files:
+            if not name.endswith(".rs"):
+                continue
+            text = read(os.path.join(directory, name)).split("#[cfg(test)]")[0]
+            for kind, digits in re.findall(r"from_(millis|secs|micros)\(([\d_]+)\)", text):
+                value = int(digits.replace("_", ""))
+                if kind == "millis":
+                    settings["ms"].add(value)
+                    settings["s"].add(value / 1000)
+                elif kind == "secs":
+                    settings["s"].add(value)
+                    settings["ms"].add(value * 1000)
+                else:
+                    settings["µs"].add(value)
+            for digits, mebi in re.findall(r"\b(\d+) \* 1024( \* 1024)?\b", text):
+                settings["MiB" if mebi else "KiB"].add(int(digits))
+            for digits in re.findall(r"\b(\d{1,3}(?:_\d{3})+)\b", text):
+                settings[""].add(int(digits.replace("_", "")))
+    return settings
+
+
+def data_files_of(page):
+    """The data of a page: docs/NAME.json beside docs/NAME.md (what its generated regions
+    show) and docs/data/NAME.json (the runs of its experiments, kept by scripts/record)."""
+    name = os.path.splitext(os.path.basename(page))[0]
+    found = []
+    for directory in (DATA_DIR, os.path.join(DATA_DIR, "data")):
+        path = os.path.join(directory, name + ".json")
+        if os.path.exists(os.path.join(ROOT, path)):
+            found.append(path)
+    return found
+
+
+def cited_data(path, text):
+    """The data files a page cites: its own, those of the pages it links to, and `data:` comments."""
+    cited = set(data_files_of(path))
+    for target in re.findall(r"\]\(([\w./-]+?\.md)(?:#[\w-]*)?\)", text):
+        cited.update(data_files_of(os.path.normpath(os.path.join(os.path.dirname(path), target))))
+    for names in re.findall(r"<!-- data: ([^>]*?) -->", text):
+        for name in names.split():
+            cited.add(os.path.join(DATA_DIR, name) if "/" not in name else name)
+    return sorted(cited)
+
+
+def check_figures(pages, verbose=False):
+    problems, cache = [], {}
+    settings = code_settings(ROOT)
+    for path, text in pages:
+        values, missing = set(), []
+        for data in cited_data(path, text):
+            if data not in cache:
+                full = os.path.join(ROOT, data)
+                if not os.path.exists(full):
+                    missing.append(data)
+                    continue
+                with open(full, encoding="utf-8") as source:
+                    cache[data] = numbers_in(json.load(source), set())
+            values |= cache.get(data, set())
+        for data in missing:
+            problems.append(f"{path}: cites {data}, which does not exist")
+        for line, printed, unit, number, decimals in figures(text):
+            if held(number, unit, decimals, values):
+                if verbose:
+                    print(f"{path}:{line}: {printed}: in the data")
+                continue
+            if number in settings.get(unit, ()):
+                if verbose:
+                    print(f"{path}:{line}: {printed}: a setting the code fixes")
+                continue
+            sources = ", ".join(cited_data(path, text)) or "no data file"
+            problems.append(f"{path}:{line}: the figure {printed} is in none of the data this page "
+                            f"cites ({sources})")
+        unrecorded = len(UNRECORDED.findall(text))
+        if unrecorded and verbose:
+            print(f"{path}: {unrecorded} region(s) marked unrecorded, not checked")
+    return problems
+
+
+def main(argv):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     epilog=__doc__.split("\n\n", 1)[1],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--names", action="store_true", help="check the names only")
+    parser.add_argument("--figures", action="store_true", help="check the figures only")
+    parser.add_argument("--verbose", action="store_true", help="print every figure found and where")
+    args = parser.parse_args(argv)
+    both = not (args.names or args.figures)
+    pages = book_pages()
+    problems = []
+    if args.names or both:
+        problems += check_names(Tree(ROOT), pages)
+    if args.figures or both:
+        problems += check_figures(pages, args.verbose)
+    for problem in problems:
+        print(problem)
+    what = " and ".join(name for name, on in (("names", args.names or both), ("figures", args.figures or both)) if on)
+    print(f"check_book: {what} of {len(pages)} pages: "
+          + (f"{len(problems)} problem(s)" if problems else "the book agrees with the tree and the data"),
+          file=sys.stderr)
+    return 1 if problems else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
