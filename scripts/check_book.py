@@ -70,7 +70,8 @@ Arc AsyncFd Backlog BTreeMap Box Condvar ControlMessage Err FnOnce HashMap Heade
 JoinHandle Mutex Ok Option PoisonError Receiver Result ScmRights Send Sender Sync
 TcpListener TcpStream Url Vec VecDeque Instant Duration ErrorKind Interrupted WouldBlock
 std thread process net sync mem sys socket size_of from_raw_fd into_inner sync_channel
-forget exit_code new bind clock_gettime ngx_http_upstream_get_peer
+forget exit_code new bind clock_gettime ngx_http_upstream_get_peer tcp_max_syn_backlog thread_pool
+smaps_rollup somaxconn
 Accept Allow Connection Content-Length Content-Type Date ETag Expect Host Keep-Alive
 Proxy-Authorization Proxy-Connection Proxy-Authenticate Server TE Trailer Transfer-Encoding
 Transfer_Encoding Upgrade Via X-Forwarded-For X-Forwarded-Host X-Forwarded-Proto
