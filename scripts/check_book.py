@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
-"""The book against the tree and against its data: what a reader copies must exist, and every
-measured figure must come from a data file that a script wrote.
+"""The book against the tree and against its data: what a reader copies must exist and run, and
+every measured figure must come from a data file that a script wrote.
 
-Two checks, both static and fast (a second):
+Three checks, static and fast (a second) unless --run is given:
 
 names    Every name the book sets in `code` in README.md and docs/ must exist: a file or
          directory (`src/zone.rs`, `scripts/fairness.py`), a Rust item (`Queue::push_blocking`,
@@ -16,21 +16,34 @@ names    Every name the book sets in `code` in README.md and docs/ must exist: a
          "test" must name a Rust function. Names that a page asks the reader to create (an
          exercise's new option) are declared in the page: `<!-- proposed: --listen-fd -->`.
 
-figures  Every measured figure in the prose of a page, outside the regions that scripts
-         generate (`<!-- name: begin -->` ... `<!-- name: end -->`) and outside code blocks,
-         must be held by a data file that the page cites: a number with a thousands separator
-         (`119,372`, `109 390`), a ratio (`1.65×`), a throughput (`25 943 req/s`), or a time,
-         size or rate with its unit (`134 µs`, `75.9 KiB`, `126 MiB`). "Held" means that some
-         number in the data file, rounded as the prose prints it, gives the same digits. A page
-         cites the data files named in its `<!-- data: FILE ... -->` comments, and the data of
-         every page it links to that has one (`comparison.md` -> `docs/comparison.json`).
-         A figure that is a setting or a load, not a measurement, is written without unit or
-         separator, or is held by the data file too (it records the load it measured).
+figures  Every measured figure in the prose of a page, outside code blocks, must be held by a
+         data file that the page cites: a number with a thousands separator (`119,372`,
+         `109 390`), a ratio (`1.65×`), a throughput (`25 943 req/s`), a time, size or rate
+         with its unit (`134 µs`, `75.9 KiB`, `126 MiB`), or seconds with two decimals
+         (`20.02 s`). "Held" means that some number in the data, in the printed unit and
+         rounded as printed, gives the same digits. A page cites its own data (`docs/NAME.json`
+         beside `docs/NAME.md`, written with its generated regions; `docs/data/NAME.json`, its
+         experiments' output kept by `scripts/record`), the data of every page it links to
+         (`comparison.md` -> `docs/comparison.json`), and the files its `<!-- data: FILE -->`
+         comments name (relative to the page). A figure the code fixes (`Duration::
+         from_millis(100)` is 100 ms, `64 * 1024` is 64 KiB) is a setting and passes. Regions
+         between `<!-- unrecorded: begin REASON -->` and `<!-- unrecorded: end -->` are not
+         checked: figures whose run was not kept, until they are measured again (--verbose
+         counts them).
+
+commands Every shell command a chapter gives (```sh blocks) must run as written and leave the
+         checkout clean. Always, statically: the scripts and options exist, the crates and
+         tests named with `-p` and `--test` exist, no command assumes `target/release/` (it
+         moves with CARGO_TARGET_DIR: `cargo run` finds it), no `kill $(jobs -p)` (it errs
+         when a job has already ended). With --run, the chapters' script commands run too,
+         in a quick mode (fewer requests, shorter sleeps and runs, the same options
+         otherwise), and `git status` must show no file they changed or created.
 
 Examples:
-  python3 scripts/check_book.py                # both checks; exit 1 and one line per problem
+  python3 scripts/check_book.py                # names, figures, commands (static); one line per problem
   python3 scripts/check_book.py --names
   python3 scripts/check_book.py --figures --verbose
+  python3 scripts/check_book.py --commands --run   # runs them (quick mode): about two minutes
 
 Exit status: 0 when the book agrees with the tree and the data, 1 otherwise.
 """
@@ -39,7 +52,9 @@ import argparse
 import json
 import os
 import re
+import subprocess
 import sys
+import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DATA_DIR = "docs"
@@ -87,10 +102,10 @@ EXTERNAL_OPTIONS = {"--nocapture", "--release", "--lib", "--workspace", "--help"
 # --- reading the book ----------------------------------------------------------------------
 
 
-def book_pages():
-    """README.md and every page of docs/, as (path relative to ROOT, text)."""
-    pages = [("README.md", read(os.path.join(ROOT, "README.md")))]
-    docs = os.path.join(ROOT, "docs")
+def book_pages(root=ROOT):
+    """README.md and every page of docs/, as (path relative to the root, text)."""
+    pages = [("README.md", read(os.path.join(root, "README.md")))]
+    docs = os.path.join(root, "docs")
     for name in sorted(os.listdir(docs)):
         if name.endswith(".md"):
             pages.append((os.path.join("docs", name), read(os.path.join(docs, name))))
@@ -180,10 +195,9 @@ class Tree:
         if rel.startswith("scripts/"):
             found = set(re.findall(r'add_argument\(\s*(?:"-\w"\s*,\s*)?"(--[a-z0-9-]+)"', text))
             found |= set(re.findall(r'add_argument\(\s*"-\w"\s*,\s*"(--[a-z0-9-]+)"', text))
-            if "argparse" in text:
-                found |= {"--help"}
             self.options |= found
-            self.script_options[rel] = found
+            if "argparse" in text:
+                self.script_options[rel] = found | {"--help"}
 
     def has_path(self, path):
         """A file or directory of the tree, from the root or as the tail of a longer path."""
@@ -232,26 +246,31 @@ def check_rust_path(tree, path):
 
 
 def check_command(tree, span):
-    """`scripts/NAME args`: the script exists, and each option it is given is one of its own."""
+    """`scripts/NAME args`: the script exists, and each option it is given is one of its own
+    (or, where the script passes them on, one of the step's or of accesses.py's)."""
     match = COMMAND.match(span)
     script = match.group(1)
     if script not in tree.files:
-        return f"`{span}`: no script {script}"
-    words, step_words = match.group(2).split(), []
+        return f"no script {script}"
+    words, after = match.group(2).split(), []
     if "--" in words:
-        # What follows `--` goes to the step: an option of one of our programs.
-        words, step_words = words[:words.index("--")], words[words.index("--") + 1:]
-    for word in step_words:
-        option = word.split("=")[0]
-        if option.startswith("--") and option not in tree.options:
-            return f"`{span}`: no step has an option {option}"
-    known = tree.script_options.get(script)
-    if known is None:
-        return None
-    for word in words:
-        option = word.split("=")[0]
-        if option.startswith("--") and option not in known:
-            return f"`{span}`: {script} has no option {option}"
+        words, after = words[:words.index("--")], words[words.index("--") + 1:]
+    checks = []
+    if script == "scripts/experiment.py":
+        # experiment.py [--hold S] STEP [step options] -- [accesses.py options]
+        checks.append((words, tree.options, "no step has an option"))
+        checks.append((after, tree.script_options.get("scripts/accesses.py"), "accesses.py has no option"))
+    else:
+        # What follows `--` goes to the step.
+        checks.append((words, tree.script_options.get(script), f"{script} has no option"))
+        checks.append((after, tree.options, "no step has an option"))
+    for given, known, message in checks:
+        if known is None:
+            continue
+        for word in given:
+            option = word.split("=")[0]
+            if option.startswith("--") and option not in known and option not in ("--hold",):
+                return f"{message} {option}"
     return None
 
 
@@ -261,7 +280,8 @@ def check_span(tree, span, before):
     if not span or "\n" in span:
         return None
     if COMMAND.match(span) and not tree.has_path(span):
-        return check_command(tree, span)
+        problem = check_command(tree, span)
+        return f"`{span}`: {problem}" if problem else None
     option = OPTION.match(span)
     if option:
         name = option.group(1)
@@ -419,37 +439,38 @@ def code_settings(tree_root):
     return settings
 
 
-def data_files_of(page):
+def data_files_of(page, root=ROOT):
     """The data of a page: docs/NAME.json beside docs/NAME.md (what its generated regions
     show) and docs/data/NAME.json (the runs of its experiments, kept by scripts/record)."""
     name = os.path.splitext(os.path.basename(page))[0]
     found = []
     for directory in (DATA_DIR, os.path.join(DATA_DIR, "data")):
         path = os.path.join(directory, name + ".json")
-        if os.path.exists(os.path.join(ROOT, path)):
+        if os.path.exists(os.path.join(root, path)):
             found.append(path)
     return found
 
 
-def cited_data(path, text):
+def cited_data(path, text, root=ROOT):
     """The data files a page cites: its own, those of the pages it links to, and `data:` comments."""
-    cited = set(data_files_of(path))
+    cited = set(data_files_of(path, root))
     for target in re.findall(r"\]\(([\w./-]+?\.md)(?:#[\w-]*)?\)", text):
-        cited.update(data_files_of(os.path.normpath(os.path.join(os.path.dirname(path), target))))
+        cited.update(data_files_of(os.path.normpath(os.path.join(os.path.dirname(path), target)), root))
     for names in re.findall(r"<!-- data: ([^>]*?) -->", text):
         for name in names.split():
-            cited.add(os.path.join(DATA_DIR, name) if "/" not in name else name)
+            # relative to the page, as a link would be
+            cited.add(os.path.normpath(os.path.join(os.path.dirname(path), name)))
     return sorted(cited)
 
 
-def check_figures(pages, verbose=False):
+def check_figures(pages, verbose=False, root=ROOT):
     problems, cache = [], {}
-    settings = code_settings(ROOT)
+    settings = code_settings(root)
     for path, text in pages:
         values, missing = set(), []
-        for data in cited_data(path, text):
+        for data in cited_data(path, text, root):
             if data not in cache:
-                full = os.path.join(ROOT, data)
+                full = os.path.join(root, data)
                 if not os.path.exists(full):
                     missing.append(data)
                     continue
@@ -467,7 +488,7 @@ def check_figures(pages, verbose=False):
                 if verbose:
                     print(f"{path}:{line}: {printed}: a setting the code fixes")
                 continue
-            sources = ", ".join(cited_data(path, text)) or "no data file"
+            sources = ", ".join(cited_data(path, text, root)) or "no data file"
             problems.append(f"{path}:{line}: the figure {printed} is in none of the data this page "
                             f"cites ({sources})")
         unrecorded = len(UNRECORDED.findall(text))
@@ -476,25 +497,201 @@ def check_figures(pages, verbose=False):
     return problems
 
 
+# --- commands ------------------------------------------------------------------------------
+
+SHELL_BLOCK = re.compile(r"^```(?:sh|bash|shell)[ \t]*\n(.*?)^```", re.S | re.M)
+
+
+def shell_commands(text):
+    """(line, command) for every command of the page's ```sh blocks, continuation lines joined
+    and comments dropped."""
+    for block in SHELL_BLOCK.finditer(text):
+        first = text.count("\n", 0, block.start(1)) + 1
+        pending, start = "", None
+        for offset, raw in enumerate(block.group(1).split("\n")):
+            line = re.sub(r"\s+#.*$|^#.*$", "", raw).rstrip()
+            if start is None:
+                start = first + offset
+            if line.endswith("\\"):
+                pending += line[:-1] + " "
+                continue
+            command = (pending + line).strip()
+            pending = ""
+            if command:
+                yield start, command
+            start = None
+
+
+def crate_names(tree):
+    names = {}
+    for path in tree.files:
+        if path.endswith("Cargo.toml") and "/" in path:
+            text = read(os.path.join(tree.root, path))
+            name = re.search(r'^name\s*=\s*"([^"]+)"', text, re.M)
+            if name:
+                names[name.group(1)] = os.path.dirname(path)
+    return names
+
+
+def check_shell_line(tree, crates, command):
+    """Problems with one shell command, read without running it."""
+    problems = []
+    if re.search(r"\btarget/(release|debug)/", command):
+        problems.append("assumes the target directory is target/ (CARGO_TARGET_DIR moves it): "
+                        "run it with `cargo run --release -p CRATE --`")
+    if re.search(r"kill\s+\$\(jobs\s+-p\)", command):
+        problems.append("`kill $(jobs -p)` also names jobs that already ended, and errs: "
+                        "kill the server by its job number (`kill %1`)")
+    for part in re.split(r"\s*(?:&&|\|\||;|\||&)\s*", command):
+        part = part.strip()
+        script = re.match(r"^(?:python3\s+)?(scripts/[\w.-]+)(\s.*)?$", part)
+        if script:
+            if not COMMAND.match(part):
+                continue
+            problem = check_command(tree, part)
+            if problem:
+                problems.append(problem)
+            continue
+        cargo = re.match(r"^cargo\s+(run|build|test|bench)\b(.*)$", part)
+        if cargo:
+            words = cargo.group(2).split()
+            options = words[:words.index("--")] if "--" in words else words
+            packages = [options[i + 1] for i, word in enumerate(options[:-1]) if word == "-p"]
+            for package in packages:
+                if package not in crates:
+                    problems.append(f"no crate {package} in the workspace")
+            for flag, folder in (("--test", "tests"), ("--example", "examples")):
+                if flag in options:
+                    name = options[options.index(flag) + 1]
+                    homes = [crates[package] for package in packages if package in crates] or list(crates.values())
+                    if not any(os.path.exists(os.path.join(tree.root, home, folder, name + ".rs"))
+                               or os.path.isdir(os.path.join(tree.root, home, folder, name)) for home in homes):
+                        problems.append(f"no {folder[:-1]} {name} in {', '.join(packages) or 'the workspace'}")
+            if "--" in words and packages and cargo.group(1) == "run":
+                for word in words[words.index("--") + 1:]:
+                    option = word.split("=")[0]
+                    if option.startswith("--") and option not in tree.options:
+                        problems.append(f"no step has an option {option}")
+    return problems
+
+
+def check_commands(tree, pages):
+    problems = []
+    crates = crate_names(tree)
+    for path, text in pages:
+        for line, command in shell_commands(text):
+            for problem in check_shell_line(tree, crates, command):
+                problems.append(f"{path}:{line}: `{command}`: {problem}")
+    return problems
+
+
+# How a chapter's script command runs in quick mode: the same script and options, with the
+# costs cut (fewer requests and clients, shorter sleeps and runs). Scripts not listed here
+# (the long measurements, those that need nginx or a browser, load against a server started
+# by hand) are checked statically only.
+QUICK_LIMITS = {"-n": 20, "-c": 20, "--requests": 20, "--concurrency": 20, "--keys": 200,
+                "--duration": 1, "--hold": 0, "--idle": 0, "--delay-ms": 100, "--runs": 1,
+                "--rate": 50, "--timeout": 10}
+QUICK_SCRIPTS = {"experiment.py", "plot_trace.py", "inflight_memory.py", "idle_conns.py",
+                 "fairness.py", "key_movement.py", "chat_clients.py", "compare", "stepdiff"}
+
+
+def quick(command):
+    """The quick form of a chapter's script command, or None when it is not run."""
+    command = command.split("|")[0].strip()  # `| less`: the command before the pipe
+    if command.endswith("&") or re.search(r"[;&]", command):
+        return None
+    words = command.split()
+    if words[0] == "python3":
+        words = words[1:]
+    if not words or not words[0].startswith("scripts/") or os.path.basename(words[0]) not in QUICK_SCRIPTS:
+        return None
+    script = os.path.basename(words[0])
+    out = [sys.executable, os.path.join(ROOT, words[0])]
+    for index, word in enumerate(words[1:], 1):
+        previous = words[index - 1]
+        if previous in QUICK_LIMITS and re.fullmatch(r"[\d.]+", word):
+            limit = QUICK_LIMITS[previous]
+            value = float(word)
+            word = f"{min(value, limit):g}" if "." in word else str(int(min(value, limit)))
+        word = re.sub(r"/sleep\?ms=(\d+)", lambda m: f"/sleep?ms={min(int(m.group(1)), 50)}", word)
+        out.append(word)
+    if script == "compare" and "--quick" not in out:
+        out.insert(2, "--quick")
+    if script == "fairness.py" and "--duration" not in out:
+        out.insert(2, "--duration")
+        out.insert(3, "1")
+    if script == "key_movement.py" and "--keys" not in out:
+        out += ["--keys", "200"]
+    if script in ("idle_conns.py", "inflight_memory.py") and "-n" not in out:
+        out += ["-n", "20"]
+    return out
+
+
+def git_status():
+    done = subprocess.run(["git", "status", "--porcelain", "--untracked-files=all"], cwd=ROOT,
+                          capture_output=True, text=True)
+    return set(done.stdout.splitlines()) if done.returncode == 0 else None
+
+
+def run_commands(pages, timeout, verbose):
+    """Runs every chapter's script commands in quick mode; problems, and the seconds it took."""
+    problems, started = [], time.monotonic()
+    before = git_status()
+    for path, text in pages:
+        for line, command in shell_commands(text):
+            argv = quick(command)
+            if argv is None:
+                continue
+            if verbose:
+                print(f"{path}:{line}: {' '.join(argv[1:])}", flush=True)
+            try:
+                done = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+            except subprocess.TimeoutExpired:
+                problems.append(f"{path}:{line}: `{command}`: still running after {timeout} s in quick mode")
+                continue
+            if done.returncode != 0:
+                last = (done.stderr.strip() or done.stdout.strip()).splitlines()[-1:] or ["no output"]
+                problems.append(f"{path}:{line}: `{command}`: exit status {done.returncode} in quick "
+                                f"mode: {last[0]}")
+    after = git_status()
+    if before is not None and after is not None:
+        for change in sorted(after - before):
+            problems.append(f"the chapters' commands left the checkout changed: {change}")
+    return problems, time.monotonic() - started
+
+
 def main(argv):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      epilog=__doc__.split("\n\n", 1)[1],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--names", action="store_true", help="check the names only")
-    parser.add_argument("--figures", action="store_true", help="check the figures only")
-    parser.add_argument("--verbose", action="store_true", help="print every figure found and where")
+    parser.add_argument("--names", action="store_true", help="check the names")
+    parser.add_argument("--figures", action="store_true", help="check the figures")
+    parser.add_argument("--commands", action="store_true", help="check the shell commands")
+    parser.add_argument("--run", action="store_true", help="with --commands: run them, in quick mode")
+    parser.add_argument("--timeout", type=float, default=60, help="seconds per command with --run (default 60)")
+    parser.add_argument("--verbose", action="store_true", help="say what is checked or run")
     args = parser.parse_args(argv)
-    both = not (args.names or args.figures)
+    every = not (args.names or args.figures or args.commands)
     pages = book_pages()
-    problems = []
-    if args.names or both:
-        problems += check_names(Tree(ROOT), pages)
-    if args.figures or both:
+    tree = Tree(ROOT) if (args.names or args.commands or every) else None
+    problems, done = [], []
+    if args.names or every:
+        problems += check_names(tree, pages)
+        done.append("names")
+    if args.figures or every:
         problems += check_figures(pages, args.verbose)
+        done.append("figures")
+    if args.commands or every:
+        problems += check_commands(tree, pages)
+        done.append("commands")
+        if args.run:
+            ran, seconds = run_commands(pages, args.timeout, args.verbose)
+            problems += ran
+            done[-1] = f"commands (run in quick mode, {seconds:.0f} s)"
     for problem in problems:
         print(problem)
-    what = " and ".join(name for name, on in (("names", args.names or both), ("figures", args.figures or both)) if on)
-    print(f"check_book: {what} of {len(pages)} pages: "
+    print(f"check_book: {', '.join(done)} of {len(pages)} pages: "
           + (f"{len(problems)} problem(s)" if problems else "the book agrees with the tree and the data"),
           file=sys.stderr)
     return 1 if problems else 0
