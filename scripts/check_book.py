@@ -475,7 +475,8 @@ def check_figures(pages, verbose=False, root=ROOT):
                     missing.append(data)
                     continue
                 with open(full, encoding="utf-8") as source:
-                    cache[data] = numbers_in(json.load(source), set())
+                    # JSON, or the plain text a measuring program wrote (step03's trace)
+                    cache[data] = numbers_in(json.load(source) if data.endswith(".json") else source.read(), set())
             values |= cache.get(data, set())
         for data in missing:
             problems.append(f"{path}: cites {data}, which does not exist")
