@@ -395,8 +395,9 @@ def numbers_in(value, found):
         for item in value:
             numbers_in(item, found)
     elif isinstance(value, str):
-        for text in re.findall(r"\d+(?:\.\d+)?", value):
-            found.add(float(text))
+        # what a program printed: `14,213 B`, `p99 1041.2`, `24.4 %`
+        for text in re.findall(r"\d{1,3}(?:,\d{3})+(?:\.\d+)?|\d+(?:\.\d+)?", value):
+            found.add(float(text.replace(",", "")))
     return found
 
 
@@ -463,6 +464,16 @@ def cited_data(path, text, root=ROOT):
     return sorted(cited)
 
 
+def page_settings(text):
+    """The times the page's own commands set (`--delay-ms 50`, `/sleep?ms=300`): a figure that
+    repeats one is the experiment's setting, not a result."""
+    found = {"ms": set(), "s": set()}
+    for value in re.findall(r"(?:-ms[ =]|ms=)(\d+)", text):
+        found["ms"].add(int(value))
+        found["s"].add(int(value) / 1000)
+    return found
+
+
 def check_figures(pages, verbose=False, root=ROOT):
     problems, cache = [], {}
     settings = code_settings(root)
@@ -485,7 +496,7 @@ def check_figures(pages, verbose=False, root=ROOT):
                 if verbose:
                     print(f"{path}:{line}: {printed}: in the data")
                 continue
-            if number in settings.get(unit, ()):
+            if number in settings.get(unit, ()) or number in page_settings(text).get(unit, ()):
                 if verbose:
                     print(f"{path}:{line}: {printed}: a setting the code fixes")
                 continue
