@@ -26,7 +26,8 @@ figures  Every measured figure in the prose of a page, outside code blocks, must
          experiments' output kept by `scripts/record`), the data of every page it links to
          (`comparison.md` -> `docs/comparison.json`), and the files its `<!-- data: FILE -->`
          comments name (relative to the page). A figure the code fixes (`Duration::
-         from_millis(100)` is 100 ms, `64 * 1024` is 64 KiB) is a setting and passes. Regions
+         from_millis(100)` is 100 ms, `64 * 1024` is 64 KiB), or that the page's own commands
+         set (`--delay-ms 50`, `/sleep?ms=300`), is a setting and passes. Regions
          between `<!-- unrecorded: begin REASON -->` and `<!-- unrecorded: end -->` are not
          checked: figures whose run was not kept, until they are measured again (--verbose
          counts them).
@@ -619,6 +620,8 @@ def quick(command):
     if not words or not words[0].startswith("scripts/") or os.path.basename(words[0]) not in QUICK_SCRIPTS:
         return None
     script = os.path.basename(words[0])
+    if script == "compare" and "--out-dir" not in words:
+        return None  # the full comparison rewrites docs/comparison.md: a maintainer's command
     out = [sys.executable, os.path.join(ROOT, words[0])]
     for index, word in enumerate(words[1:], 1):
         previous = words[index - 1]
