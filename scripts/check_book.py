@@ -53,6 +53,7 @@ import argparse
 import json
 import os
 import re
+import shlex
 import subprocess
 import sys
 import time
@@ -614,7 +615,10 @@ def quick(command):
     command = command.split("|")[0].strip()  # `| less`: the command before the pipe
     if command.endswith("&") or re.search(r"[;&]", command):
         return None
-    words = command.split()
+    try:
+        words = shlex.split(command)
+    except ValueError:
+        return None
     if words[0] == "python3":
         words = words[1:]
     if not words or not words[0].startswith("scripts/") or os.path.basename(words[0]) not in QUICK_SCRIPTS:
@@ -629,7 +633,8 @@ def quick(command):
             limit = QUICK_LIMITS[previous]
             value = float(word)
             word = f"{min(value, limit):g}" if "." in word else str(int(min(value, limit)))
-        word = re.sub(r"/sleep\?ms=(\d+)", lambda m: f"/sleep?ms={min(int(m.group(1)), 50)}", word)
+        if word.startswith(("/sleep?", "http://")):
+            word = re.sub(r"/sleep\?ms=(\d+)", lambda m: f"/sleep?ms={min(int(m.group(1)), 50)}", word)
         out.append(word)
     if script == "compare" and "--quick" not in out:
         out.insert(2, "--quick")
