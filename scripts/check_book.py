@@ -25,7 +25,7 @@ figures  Every measured figure in the prose of a page, outside code blocks, must
          beside `docs/NAME.md`, written with its generated regions; `docs/data/NAME.json`, its
          experiments' output kept by `scripts/record`), the data of every page it links to
          (`comparison.md` -> `docs/comparison.json`), and the files its `<!-- data: FILE -->`
-         comments name (relative to the page). A figure the code fixes (`Duration::
+         comments and its links to `.json` files name (relative to the page). A figure the code fixes (`Duration::
          from_millis(100)` is 100 ms, `64 * 1024` is 64 KiB), or that the page's own commands
          set (`--delay-ms 50`, `/sleep?ms=300`), is a setting and passes. Regions
          between `<!-- unrecorded: begin REASON -->` and `<!-- unrecorded: end -->` are not
@@ -459,6 +459,9 @@ def cited_data(path, text, root=ROOT):
     cited = set(data_files_of(path, root))
     for target in re.findall(r"\]\(([\w./-]+?\.md)(?:#[\w-]*)?\)", text):
         cited.update(data_files_of(os.path.normpath(os.path.join(os.path.dirname(path), target)), root))
+    for target in re.findall(r"\]\(([\w./-]+?\.json)\)", text):
+        # a link to a data file: the page cites it
+        cited.add(os.path.normpath(os.path.join(os.path.dirname(path), target)))
     for names in re.findall(r"<!-- data: ([^>]*?) -->", text):
         for name in names.split():
             # relative to the page, as a link would be
