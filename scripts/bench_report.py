@@ -15,10 +15,10 @@ import argparse
 import datetime
 import json
 import os
-import platform
 import sys
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from servers import ROOT, machine, write_data  # noqa: E402
 
 # The order and grouping of the table: (section title, prefix of the benchmark ids).
 SECTIONS = [
@@ -53,19 +53,6 @@ def human(nanoseconds):
     if nanoseconds >= 1e3:
         return f"{nanoseconds / 1e3:.1f} µs"
     return f"{nanoseconds:.0f} ns"
-
-
-def machine():
-    cpu = "unknown CPU"
-    try:
-        with open("/proc/cpuinfo") as info:
-            for line in info:
-                if line.startswith("model name"):
-                    cpu = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    return f"{os.cpu_count()} cores ({cpu}), {platform.system()} {platform.release()}"
 
 
 def report_of(results):
@@ -142,11 +129,8 @@ def main():
     else:
         with open(args.out, "w") as out:
             out.write(page)
-        data = os.path.splitext(args.out)[0] + ".json"
-        with open(data, "w") as out:
-            json.dump(report, out, indent=1, ensure_ascii=False)
-            out.write("\n")
-        print(f"wrote {args.out} and {data} ({len(results)} benchmarks)")
+        print(f"wrote {args.out} ({len(results)} benchmarks)")
+        write_data(os.path.splitext(args.out)[0] + ".json", "bench_report", report)
     return 0
 
 
