@@ -335,8 +335,10 @@ def check_names(tree, pages):
             problem = check_span(tree, span, before)
             if problem:
                 problems.append(f"{path}:{line_number}: {problem}")
-            if re.search(r"\bexercises?\b[^.`]*$", before) and KEBAB.match(span) and span not in tree.exercises:
-                problems.append(f"{path}:{line_number}: no exercise `{span}` (the markers name: "
+            named = span.split()[1] if span.startswith("--only ") and len(span.split()) == 2 else span
+            after_word = re.search(r"\bexercises?\s*(?:`[a-z0-9-]+`\s*(?:,|and|or)\s*)*$", before)
+            if (after_word or named != span) and KEBAB.match(named) and named not in tree.exercises:
+                problems.append(f"{path}:{line_number}: no exercise `{named}` (the markers name: "
                                 f"{', '.join(sorted(tree.exercises))})")
     return problems
 
