@@ -354,15 +354,23 @@ FIGURE = re.compile(
     r"|(?P<seconds>\d+\.\d\d+)\s?s"
     r")(?![\w/])"
 )
-# How a value in a data file may be scaled to the unit printed: a time in seconds quoted in
-# ms, a size in bytes quoted in KiB, and so on. Nothing else: a looser match would let a wrong
-# figure through by chance.
-SCALES = {
-    "": (1,), "×": (1,), "req/s": (1,), "requests/s": (1,),
-    "s": (1, 1e-3), "ms": (1, 1e3, 1e-3), "µs": (1, 1e-3, 1e6), "ns": (1, 1e3),
-    "B": (1, 1024, 1024 * 1024), "KiB": (1, 1 / 1024, 1024), "MiB": (1, 1 / 1024, 1 / 1024 / 1024),
-    "GiB": (1, 1 / 1024),
+# Units, by family and size. A value in a data file is compared in the printed unit only when
+# its own unit is known (from its JSON key, `p99_ms`, or the unit printed after it, `74.0 KiB`)
+# and of the same family: a time in seconds quoted in ms, a size in bytes quoted in KiB.
+# A value of unknown unit is compared as it is. Nothing looser: scaling every value into every
+# unit would let a wrong figure through by chance.
+UNITS = {
+    "s": ("time", 1.0), "ms": ("time", 1e-3), "µs": ("time", 1e-6), "us": ("time", 1e-6),
+    "ns": ("time", 1e-9),
+    "B": ("size", 1.0), "KiB": ("size", 1024.0), "MiB": ("size", 1024.0 ** 2), "GiB": ("size", 1024.0 ** 3),
+    "req/s": ("rate", 1.0), "requests/s": ("rate", 1.0), "×": ("ratio", 1.0),
 }
+# The unit of a JSON value, from its key's ending (or its parent's: `medians_ns`).
+KEY_UNITS = [("requests_per_s", "req/s"), ("_rps", "req/s"), ("_ms", "ms"), ("_ns", "ns"),
+             ("_us", "µs"), ("_mib", "MiB"), ("_kib", "KiB"), ("bytes", "B"), ("_s", "s"),
+             ("ratio", "×"), ("_of_direct", "×")]
+TEXT_UNITS = re.compile(r"(\d{1,3}(?:,\d{3})+(?:\.\d+)?|\d+(?:\.\d+)?)"
+                        r"(?:\s?(ms|µs|us|ns|MiB|KiB|GiB|B|s|requests/s|req/s)\b)?")
 
 
 def figures(text):
@@ -381,35 +389,57 @@ def figures(text):
         decimals = len(number.split(".")[1]) if "." in number else 0
         line = prose.count("\n", 0, match.start()) + 1
         yield line, printed.strip(), unit, float(number), decimals
+    for match in RANGE.finditer(prose):
+        number, unit = match.group(1), match.group(2)
+        if unit == "s" and len(number.partition(".")[2]) < 2:
+            continue  # seconds are checked with two decimals, as the other figures
+        decimals = len(number.split(".")[1]) if "." in number else 0
+        line = prose.count("\n", 0, match.start()) + 1
+        yield line, f"{number} {unit}", unit, float(number), decimals
 
 
 UNRECORDED = re.compile(r"<!-- unrecorded: begin[^>]*-->.*?<!-- unrecorded: end -->", re.S)
+# The first figure of a range or a pair takes the unit printed after the second: `1.52 to 1.70 s`,
+# `501.0 / 508.7 ms`.
+RANGE = re.compile(r"(?<![\w.,/])(\d+(?:\.\d+)?)(?=\s+(?:to|or|and|/)\s+\d[\d.,]*\s?"
+                   r"(ms|µs|ns|KiB|MiB|GiB|req/s|requests/s|s)\b)")
 
 
-def numbers_in(value, found):
-    """Every number in a JSON value, recursively."""
+def unit_of_key(key, inherited):
+    key = str(key).lower()
+    return next((unit for ending, unit in KEY_UNITS if key.endswith(ending)), inherited)
+
+
+def numbers_in(value, found, unit=None):
+    """Every number in a JSON value, recursively, as (number, unit or None)."""
     if isinstance(value, bool):
         return found
     if isinstance(value, (int, float)):
-        found.add(float(value))
+        found.add((float(value), unit))
     elif isinstance(value, dict):
-        for item in value.values():
-            numbers_in(item, found)
+        for key, item in value.items():
+            numbers_in(item, found, unit_of_key(key, unit))
     elif isinstance(value, list):
         for item in value:
-            numbers_in(item, found)
+            numbers_in(item, found, unit)
     elif isinstance(value, str):
-        # what a program printed: `14,213 B`, `p99 1041.2`, `24.4 %`
-        for text in re.findall(r"\d{1,3}(?:,\d{3})+(?:\.\d+)?|\d+(?:\.\d+)?", value):
-            found.add(float(text.replace(",", "")))
+        # what a program printed: `14,213 B`, `wall time   1.02 s`, `p99 1041.2`
+        for digits, printed_unit in TEXT_UNITS.findall(value):
+            found.add((float(digits.replace(",", "")), printed_unit or None))
     return found
 
 
 def held(number, unit, decimals, values):
     """Whether some value, in the printed unit, rounds at the printed precision to `number`."""
-    for value in values:
-        for scale in SCALES.get(unit, (1,)):
-            if abs(round(value * scale, decimals) - number) < 1e-9:
+    family, size = UNITS.get(unit, (None, 1.0))
+    for value, its_unit in values:
+        candidates = [value]
+        if family and its_unit in UNITS:
+            # in the printed unit, when it is the same kind of quantity; a time is not a size
+            same = UNITS[its_unit][0] == family
+            candidates = [value * UNITS[its_unit][1] / size] if same else []
+        for candidate in candidates:
+            if abs(round(candidate, decimals) - number) < 1e-9:
                 return True
     return False
 
@@ -419,11 +449,17 @@ def code_settings(tree_root):
     `64 * 1024` is 64 KiB, an option's `default_value_t = 10_000` is 10000. A figure in the
     prose that is one of these is a setting, not a measurement, and the code holds it. Tests
     are left out: their constants are not the program's."""
-    settings = {unit: set() for unit in SCALES}
+    settings = {unit: set() for unit in list(UNITS) + [""]}
     for directory, subdirectories, files in os.walk(tree_root):
         subdirectories[:] = [name for name in subdirectories
                              if name not in SKIP_DIRS and name not in ("tests", "testkit", "benches")]
         for name in files:
+            if os.path.basename(directory) == "scripts" and name.endswith(".py"):
+                # a script's intervals and timeouts, in seconds (`interval=0.25`)
+                for digits in re.findall(r"\w*(?:interval|timeout)\w*\s*=\s*(\d+(?:\.\d+)?)\b",
+                                         read(os.path.join(directory, name))):
+                    settings["s"].add(float(digits))
+                continue
             if not name.endswith(".rs"):
                 continue
             text = read(os.path.join(directory, name)).split("#[cfg(test)]")[0]

@@ -147,6 +147,9 @@ class CheckBookTest(unittest.TestCase):
     def test_a_ratio_rounded_otherwise(self):
         self.assert_fails("1.25×", "1.26×", "the figure 1.26×")
 
+    def test_the_first_figure_of_a_range_is_checked_too(self):
+        self.assert_fails("in 20.02 s", "in 19.50 to 20.02 s", "the figure 19.50 s")
+
     def test_a_figure_without_its_data_file(self):
         self.assert_fails("in 20.02 s", "in 20.02 s", "the figure 20.02 s", data=None)
 
