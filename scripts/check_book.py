@@ -20,8 +20,10 @@ figures  Every measured figure in the prose of a page, outside code blocks, must
          data file that the page cites: a number with a thousands separator (`119,372`,
          `109 390`), a ratio (`1.65×`), a throughput (`25 943 req/s`), a time, size or rate
          with its unit (`134 µs`, `75.9 KiB`, `126 MiB`), or seconds with two decimals
-         (`20.02 s`). "Held" means that some number in the data, in the printed unit and
-         rounded as printed, gives the same digits. A page cites its own data (`docs/NAME.json`
+         (`20.02 s`), and the first figure of a range (`1.52 to 1.70 s`). "Held" means that
+         some number in the data, rounded as printed, gives the same digits: as it is, or
+         converted to the printed unit when the data says its own unit (a JSON key `p99_ms`,
+         `medians_ns`; `74.0 KiB` in a program's output) and it is the same kind of quantity. A page cites its own data (`docs/NAME.json`
          beside `docs/NAME.md`, written with its generated regions; `docs/data/NAME.json`, its
          experiments' output kept by `scripts/record`), the data of every page it links to
          (`comparison.md` -> `docs/comparison.json`), and the files its `<!-- data: FILE -->`
