@@ -20,6 +20,9 @@ Examples:
   python3 scripts/bench_vs_nginx.py                     # about 6 minutes
   python3 scripts/bench_vs_nginx.py --runs 1 --duration 2 --rows step05
   python3 scripts/bench_vs_nginx.py --write-docs        # also updates docs/performance.md
+
+With --write-docs the report also goes to docs/performance.json, beside the table it fills: the
+book quotes these figures, and scripts/check_book.py checks every quote against that file.
 """
 
 import datetime
@@ -33,10 +36,11 @@ from fairness import answers_per_client  # noqa: E402
 from load import Contender, medians, paired_ratio, run_wrk, same_run, wrk_against  # noqa: E402
 from servers import (  # noqa: E402
     ROOT, StepServer, apache_peer, build_release, command_line, machine, nginx_peer,
-    nginx_proxy_peer, raise_fd_limit, write_proxy_config, write_region,
+    nginx_proxy_peer, raise_fd_limit, write_data, write_proxy_config, write_region,
 )
 
 DOC = os.path.join(ROOT, "docs", "performance.md")
+DATA = os.path.join(ROOT, "docs", "performance.json")
 
 
 def step(crate, *options):
@@ -159,8 +163,8 @@ def render(report):
                       f"p99 {p['ours_p99']:.1f} against {p['theirs_p99']:.1f} ms."]
         if "direct_rps" in p:
             lines += ["", f"The same step06 without a proxy in front, same run: {p['direct_rps']:,.0f} req/s, "
-                          f"p99 {p['direct_p99']:.1f} ms: through step07, {p['ours_rps'] / p['direct_rps']:.2f}× of "
-                          f"direct; through nginx, {p['theirs_rps'] / p['direct_rps']:.2f}×."]
+                          f"p99 {p['direct_p99']:.1f} ms: through step07, {p['ours_of_direct']:.2f}× of "
+                          f"direct; through nginx, {p['theirs_of_direct']:.2f}×."]
     if report.get("idle"):
         lines += ["", "| idle keep-alive connections | processes | bytes per connection (RSS) |", "|---|---:|---:|"]
         for row in report["idle"]:
@@ -228,6 +232,8 @@ def main():
         if direct:
             report["proxy"]["direct_rps"] = direct["requests_per_s"]
             report["proxy"]["direct_p99"] = direct["p99_ms"]
+            report["proxy"]["ours_of_direct"] = report["proxy"]["ours_rps"] / report["proxy"]["direct_rps"]
+            report["proxy"]["theirs_of_direct"] = report["proxy"]["theirs_rps"] / report["proxy"]["direct_rps"]
     report["idle"] = idle_memory(rows)
 
     table = render(report)
@@ -237,6 +243,7 @@ def main():
         json.dump(report, out, indent=1)
     if args.write_docs:
         write_region(DOC, "bench_vs_nginx", table)
+        write_data(DATA, "bench_vs_nginx", report)
     return 0
 
 

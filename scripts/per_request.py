@@ -19,7 +19,7 @@ Three ways to look, one per mode:
                 serving the hello page themselves, a new connection per request, and the
                 system calls each makes per request under that load (perf's tracepoints):
                 where a short connection's time goes. --write-docs puts that table into
-                docs/05-event-loop.md.
+                docs/05-event-loop.md and its figures into docs/05-event-loop.json.
 
 Call and instruction counts do not depend on what else the machine is doing, so two versions of
 a step (--binary: an older build) compare fairly even on a busy machine; CPU times do, so the
@@ -50,10 +50,12 @@ from load import run_wrk  # noqa: E402
 from servers import (  # noqa: E402
     ROOT, PeerServer, StepServer, binary, build_release, command_line, machine, nginx_peer,
     nginx_proxy_peer, process_tree, raise_fd_limit, read_response, tree_cpu_seconds,
-    write_proxy_config, write_region,
+    write_data, write_proxy_config, write_region,
 )
 
 CHAPTER = os.path.join(ROOT, "docs", "05-event-loop.md")
+# The figures the chapter's table shows, beside it (scripts/check_book.py checks them).
+CHAPTER_DATA = os.path.join(ROOT, "docs", "05-event-loop.json")
 KEEP_ALIVE = b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
 CLOSE = b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
 
@@ -325,6 +327,7 @@ def cpu(args):
         print("\n" + table)
         if args.write_docs:
             write_region(CHAPTER, "close_connection", table)
+            write_data(CHAPTER_DATA, "close_connection", report)
     return 0
 
 

@@ -6,6 +6,7 @@ Not a command; `experiment.py`, `memory.py`, `compare` and others import it.
 
 import collections
 import glob
+import json
 import math
 import os
 import shutil
@@ -32,15 +33,22 @@ def command_line(doc, **options):
                                    formatter_class=argparse.RawDescriptionHelpFormatter, **options)
 
 
-def step_dir(name):
-    """The directory of the step called `name`: `4`, `04`, `step04` or `step04-threadpool`;
-    None when there is no such step (or more than one)."""
+def steps(root=None):
+    """The steps' crate names, as the tree under `root` (this repository) has them."""
+    return sorted(os.path.basename(os.path.dirname(path))
+                  for path in glob.glob(os.path.join(root or ROOT, "step[0-9][0-9]-*", "Cargo.toml")))
+
+
+def step_dir(name, root=None):
+    """The directory of the step called `name`: `4`, `04`, `step04` or `step04-threadpool`, in
+    the tree under `root` (this repository); None when there is no such step (or more than one)."""
+    root = root or ROOT
     if name.isdigit():
         name = f"step{int(name):02d}"
-    exact = os.path.join(ROOT, name)
+    exact = os.path.join(root, name)
     if os.path.isfile(os.path.join(exact, "Cargo.toml")):
         return exact
-    found = sorted(glob.glob(os.path.join(ROOT, f"{name}-*", "Cargo.toml")))
+    found = sorted(glob.glob(os.path.join(root, f"{name}-*", "Cargo.toml")))
     return os.path.dirname(found[0]) if len(found) == 1 else None
 
 
@@ -246,6 +254,21 @@ def write_region(path, name, text):
     with open(path, "w") as out:
         out.write(f"{head}{begin}\n{text}\n{end}{tail}")
     print(f"wrote the table into {path}")
+
+
+def write_data(path, name, report):
+    """Stores `report` under `name` in the JSON data file `path` (created if need be), beside the
+    other reports it holds: the figures a generated region shows, for the book to quote and for
+    scripts/check_book.py to check the quotes against."""
+    data = {}
+    if os.path.exists(path):
+        with open(path) as source:
+            data = json.load(source)
+    data[name] = report
+    with open(path, "w") as out:
+        json.dump(data, out, indent=1, ensure_ascii=False)
+        out.write("\n")
+    print(f"wrote the data into {path}")
 
 
 def tree_cpu_seconds(root, exclude=()):
