@@ -83,6 +83,9 @@ pub(crate) async fn forward(
             return gateway_error(client, proxy, request, 500, page.into(), body_read, None).await;
         }
         if failure.stale && !fresh && (!failure.sent || request.can_be_repeated()) {
+            log::error(format_args!(
+                "upstream {name}: {error} (a kept-alive connection); sending it again on a new connection"
+            ));
             fresh = true;
             continue;
         }
