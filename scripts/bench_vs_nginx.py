@@ -9,7 +9,10 @@ the ratio. Rows:
   step06 (a worker per core) vs nginx, worker_processes auto:  keep-alive c100 and c1000, close c100
   step04 (a pool)            vs Apache, worker MPM:            close c100; keep-alive c100, with
                                                                how many clients are answered at all
-  step07 -> step06 upstream  vs nginx proxy_pass -> the same upstream (keepalive pool), c100
+  step07 -> step06 upstream  vs nginx proxy_pass -> the same upstream (keepalive 64 both):
+                             keep-alive c100 and close c100 (a new client connection per request,
+                             pooled upstream connections), with step07's own client; keep-alive
+                             c100 with --upstream-client reqwest; and step06 alone, directly
   idle keep-alive memory at 10 000 connections: step05, step06, nginx
 
 A row whose peer (or step) is not installed is skipped with a printed line. The servers and
@@ -92,40 +95,67 @@ def comparisons(rows):
     return plan
 
 
+# Idle upstream connections per proxy worker, both proxies (nginx's `keepalive 64`).
+PROXY_KEEPALIVE = 64
+
+
 def proxy_comparison(rows, runs, duration):
-    """step07 -> step06 against nginx proxy_pass -> the same step06, c100 keep-alive."""
+    """step07 -> step06 against nginx proxy_pass -> the same step06, interleaved: a list of rows
+    like the main table's, and the upstream alone (or None)."""
     if "step07" not in rows:
-        return None
+        return [], None
     if not os.path.isdir(os.path.join(ROOT, "step07-reverse-proxy")):
         print("bench_vs_nginx: skipping the step07 row: step07 is not in this workspace yet")
-        return None
+        return [], None
     template = os.path.join(ROOT, "scripts", "peers", "nginx-proxy.conf")
     if not (nginx_peer(1) and os.path.exists(template)):
         print("bench_vs_nginx: skipping the step07 row: nginx or scripts/peers/nginx-proxy.conf missing")
-        return None
-    results = {"ours": [], "theirs": [], "direct": []}
+        return [], None
     with StepServer("step06-master-worker") as upstream:
+        address = f"{upstream.host}:{upstream.port}"
         config = os.path.join(ROOT, "target", "bench-vs-nginx-proxy.toml")
         os.makedirs(os.path.dirname(config), exist_ok=True)
-        # One group of one upstream, keep-alive pool of 100, as nginx-proxy.conf's upstream.
-        write_proxy_config(config, [f"{upstream.host}:{upstream.port}"])
-
+        # One group of one upstream, the same keep-alive pool as nginx-proxy.conf's upstream.
+        write_proxy_config(config, [address], keepalive=PROXY_KEEPALIVE)
+        own = step("step07-reverse-proxy", "--config", config)
+        simple = step("step07-reverse-proxy", "--config", config, "--upstream-client", "reqwest")
+        nginx = peer("nginx proxy_pass", nginx_proxy_peer(address, "auto", PROXY_KEEPALIVE))
+        # (label of ours, workload, ours, keep-alive, target ratio); theirs is nginx each time.
+        plan = [("step07-reverse-proxy → step06", "keep-alive c100", own, True, 1.15),
+                ("step07-reverse-proxy → step06", "close c100", own, False, 1.0),
+                ("step07 --upstream-client reqwest → step06", "keep-alive c100", simple, True, None)]
+        results = {i: {"ours": [], "theirs": []} for i in range(len(plan))}
+        direct = []
         for run in range(runs):
-            for side, spec in (("ours", step("step07-reverse-proxy", "--config", config)),
-                               ("theirs", peer("nginx proxy_pass", nginx_proxy_peer(f"{upstream.host}:{upstream.port}", "auto")))):
-                with start_server(spec) as server:
-                    result = run_wrk(server.url + "/", 100, duration, keep_alive=True)
-                if result:
-                    results[side].append(result)
-                print(f"run {run + 1}/{runs}: step07 proxy {side:<6} "
-                      f"{result['requests_per_s'] if result else 0:>10,.0f} req/s")
+            for i, (name, workload, ours, keep_alive, _) in enumerate(plan):
+                for side, spec in (("ours", ours), ("theirs", nginx)):
+                    with start_server(spec) as server:
+                        result = run_wrk(server.url + "/", 100, duration, keep_alive)
+                    if result:
+                        results[i][side].append(result)
+                    who = name if side == "ours" else "nginx proxy_pass → step06"
+                    print(f"run {run + 1}/{runs}: {who:<44} {workload:<16} "
+                          f"{result['requests_per_s'] if result else 0:>10,.0f} req/s  "
+                          f"p99 {result['p99_ms'] if result else 0:7.1f} ms")
             # And the upstream alone, without a proxy in front: what the hop costs.
             result = run_wrk(upstream.url + "/", 100, duration, keep_alive=True)
             if result:
-                results["direct"].append(result)
-            print(f"run {run + 1}/{runs}: step06 direct      "
+                direct.append(result)
+            print(f"run {run + 1}/{runs}: step06 direct{'':<31} keep-alive c100  "
                   f"{result['requests_per_s'] if result else 0:>10,.0f} req/s")
-    return results
+    found = []
+    for i, (name, workload, _, _, target) in enumerate(plan):
+        mine, other = results[i]["ours"], results[i]["theirs"]
+        if mine and other:
+            found.append({
+                "ours": name, "theirs": "nginx proxy_pass → step06", "workload": workload,
+                "target": target, "ours_rps": med(mine, "requests_per_s"),
+                "theirs_rps": med(other, "requests_per_s"),
+                "ratio": med(mine, "requests_per_s") / med(other, "requests_per_s"),
+                "ours_p99": med(mine, "p99_ms"), "theirs_p99": med(other, "p99_ms"),
+            })
+    alone = {"rps": med(direct, "requests_per_s"), "p99": med(direct, "p99_ms")} if direct else None
+    return found, alone
 
 
 def idle_memory(rows):
@@ -158,7 +188,7 @@ def render(report):
     ]
     for row in report["rows"]:
         ratio = row["ratio"]
-        target = f"≥ {row['target']:.1f}×" if row["target"] else "(measured)"
+        target = f"≥ {row['target']:g}×" if row["target"] else "(measured)"
         met = "" if row["target"] is None else (" ✓" if ratio >= row["target"] else " ✗")
         lines.append(
             f"| {row['ours']} | {row['theirs']} | {row['workload']} | {row['ours_rps']:,.0f} | "
@@ -168,15 +198,13 @@ def render(report):
         lines.append("")
         lines.append(f"Keep-alive c100, who is answered at all ({row['duration_s']} s): "
                      f"{row['server']} answered {row['answered']} of {row['clients']} clients.")
-    if report.get("proxy"):
-        p = report["proxy"]
-        lines += ["", f"step07 → step06 against nginx `proxy_pass` → the same step06 (keep-alive c100): "
-                      f"{p['ours_rps']:,.0f} against {p['theirs_rps']:,.0f} req/s ({p['ratio']:.2f}×, target ≥ 1.0×); "
-                      f"p99 {p['ours_p99']:.1f} against {p['theirs_p99']:.1f} ms."]
-        if "direct_rps" in p:
-            lines += ["", f"The same step06 without a proxy in front, same run: {p['direct_rps']:,.0f} req/s, "
-                          f"p99 {p['direct_p99']:.1f} ms: through step07, {p['ours_rps'] / p['direct_rps']:.2f}× of "
-                          f"direct; through nginx, {p['theirs_rps'] / p['direct_rps']:.2f}×."]
+    proxied = {(row["ours"], row["workload"]): row for row in report["rows"]}
+    own = proxied.get(("step07-reverse-proxy → step06", "keep-alive c100"))
+    alone = report.get("proxy_direct")
+    if own and alone:
+        lines += ["", f"The same step06 without a proxy in front, same run: {alone['rps']:,.0f} req/s, "
+                      f"p99 {alone['p99']:.1f} ms: through step07, {own['ours_rps'] / alone['rps']:.2f}× of "
+                      f"direct; through nginx, {own['theirs_rps'] / alone['rps']:.2f}×."]
     if report.get("idle"):
         lines += ["", "| idle keep-alive connections | processes | bytes per connection (RSS) |", "|---|---:|---:|"]
         for row in report["idle"]:
@@ -232,15 +260,10 @@ def main():
                     counts = answers_per_client(server.host, server.port, clients, args.duration)
                 report["fairness"].append({"server": label(spec), "clients": clients,
                                            "answered": sum(1 for c in counts if c), "duration_s": args.duration})
-    proxy = proxy_comparison(rows, args.runs, args.duration)
-    if proxy and proxy["ours"] and proxy["theirs"]:
-        report["proxy"] = {"ours_rps": med(proxy["ours"], "requests_per_s"),
-                           "theirs_rps": med(proxy["theirs"], "requests_per_s"),
-                           "ratio": med(proxy["ours"], "requests_per_s") / med(proxy["theirs"], "requests_per_s"),
-                           "ours_p99": med(proxy["ours"], "p99_ms"), "theirs_p99": med(proxy["theirs"], "p99_ms")}
-        if proxy["direct"]:
-            report["proxy"]["direct_rps"] = med(proxy["direct"], "requests_per_s")
-            report["proxy"]["direct_p99"] = med(proxy["direct"], "p99_ms")
+    proxied, alone = proxy_comparison(rows, args.runs, args.duration)
+    report["rows"] += proxied
+    if alone:
+        report["proxy_direct"] = alone
     report["idle"] = idle_memory(rows)
 
     table = render(report)

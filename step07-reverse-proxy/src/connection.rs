@@ -27,8 +27,6 @@ use crate::request::{Action, Request, decide};
 
 /// Serves one connection until it closes.
 pub(crate) async fn serve(stream: TcpStream, peer: SocketAddr, proxy: Arc<Proxy>, role: Role) {
-    // Answers are written whole; Nagle's algorithm would only delay the last segment.
-    let _ = stream.set_nodelay(true);
     let worker = proxy.worker.index;
     if role == Role::Client {
         proxy.zone.connection_opened(worker);
@@ -108,8 +106,15 @@ async fn next_request(
             match parse_head(&client.buf) {
                 Ok(Some(head)) => {
                     client.head_at = Instant::now();
-                    let (peer, role) = (client.peer, client.role);
-                    let decided = decide(&head, &client.buf, peer, role, proxy, upstream_head);
+                    let from = (client.peer, client.role);
+                    let decided = decide(
+                        &head,
+                        &client.buf,
+                        from,
+                        client.head_at,
+                        proxy,
+                        upstream_head,
+                    );
                     let len = head.len;
                     client.buf.drain(..len);
                     return Ok(decided);

@@ -110,13 +110,14 @@ pub(crate) struct Forward {
     pub key: u64,
 }
 
-/// Decides what to do with the request whose head is `head` (`raw` is its bytes); writes the
-/// upstream head into `upstream_head`, whose allocation the [`Forward`] takes over.
+/// Decides what to do with the request whose head is `head` (`raw` is its bytes), complete
+/// at `started`; writes the upstream head into `upstream_head`, whose allocation the
+/// [`Forward`] takes over.
 pub(crate) fn decide(
     head: &RequestHead<'_>,
     raw: &[u8],
-    peer: SocketAddr,
-    role: Role,
+    (peer, role): (SocketAddr, Role),
+    started: Instant,
     proxy: &Proxy,
     upstream_head: &mut Vec<u8>,
 ) -> (Request, Action) {
@@ -128,7 +129,7 @@ pub(crate) fn decide(
         expect_continue: head.expect_continue,
         upgrade: false,
         line: proxy.log.then(|| head.request_line()),
-        started: Instant::now(),
+        started,
     };
     let action = match role {
         Role::Admin => Action::Answer(admin::reply(head, proxy)),

@@ -27,6 +27,10 @@ use crate::proxy::{Proxy, UpstreamClient, WorkerInfo};
 /// once would fail again, as fast as the loop can spin (see step 05's `ACCEPT_PAUSE`).
 const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
 
+/// How long a worker that serves more than its share of connections waits before it accepts
+/// the next one (see [`ProxyWorker::ahead_of_siblings`]).
+const SHARE_PAUSE: Duration = Duration::from_millis(1);
+
 /// For tests only: a worker of the generation this variable names fails its start-up, just
 /// before it would announce that it is ready (as one whose runtime or sockets could not be
 /// set up would). It shows that such a generation never replaces the one in service.
@@ -244,6 +248,9 @@ impl ProxyWorker {
         let (alive, mut all_finished) = mpsc::channel::<()>(1);
         loop {
             let next_client = async {
+                if self.ahead_of_siblings(worker.index, worker.workers) {
+                    sleep(SHARE_PAUSE).await;
+                }
                 let permit = Arc::clone(&slots).acquire_owned().await;
                 (listener.accept().await, permit)
             };
@@ -280,6 +287,25 @@ impl ProxyWorker {
             ));
         }
         Ok(())
+    }
+}
+
+impl ProxyWorker {
+    /// Whether this worker serves more than its share of the generation's client connections
+    /// (counted in the shared zone), by more than one.
+    ///
+    /// Workers that share the listening socket are all woken by a new connection, and the
+    /// first to run takes it; step 05's loop asks the kernel to wake only one
+    /// (`EPOLLEXCLUSIVE`), which tokio cannot. A burst of new connections (wrk's 100, at once)
+    /// would then go to whichever worker woke first, and its clients would wait for it while
+    /// its sibling idles. So a worker that is ahead pauses a moment before its next `accept`,
+    /// and a sibling takes the connection; if none does, it takes it after the pause.
+    fn ahead_of_siblings(&self, index: usize, workers: usize) -> bool {
+        if workers < 2 {
+            return false;
+        }
+        let total: u64 = (0..workers).map(|w| self.zone.active_connections(w)).sum();
+        self.zone.active_connections(index) > total / workers as u64 + 1
     }
 }
 

@@ -42,6 +42,8 @@ pub(crate) async fn tunnel(
         }
         client.buf.clear();
     }
+    // Many small writes both ways from here on (see `Client::before_write`).
+    client.before_write();
     let epoch = Instant::now();
     let last = AtomicU64::new(0);
     let mut down = Active::new(&mut client.stream, &last, epoch);

@@ -50,7 +50,15 @@ pub(crate) async fn send_request(
     within: Duration,
     client_within: Duration,
 ) -> Result<bool, SendFailure> {
-    let mut written = 0;
+    // Usually the head goes in one `write` at once; a timer is armed only if it has to wait.
+    let mut written = match conn.stream.try_write(head) {
+        Ok(written) => written,
+        Err(error) if error.kind() == ErrorKind::WouldBlock => 0,
+        Err(error) => {
+            let (error, wrote_any) = (UpstreamError::Send(error), false);
+            return Err(SendFailure::Upstream { error, wrote_any });
+        }
+    };
     while written < head.len() {
         let failure = |error| SendFailure::Upstream {
             error,
