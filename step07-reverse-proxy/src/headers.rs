@@ -115,20 +115,10 @@ pub(crate) fn write_request_head(
     if let Some(host) = forwarding.host {
         push_field(out, b"Host", host);
     }
-    let mut forwarded_for: Option<&[u8]> = None;
-    let mut more_forwarded_for = false;
-    let mut via: Option<&[u8]> = None;
-    let mut more_via = false;
     for field in fields {
         let (name, value) = (field.name, trimmed(field.value));
-        if name.eq_ignore_ascii_case("x-forwarded-for") {
-            more_forwarded_for |= forwarded_for.is_some();
-            forwarded_for.get_or_insert(value);
-            continue;
-        }
-        if name.eq_ignore_ascii_case("via") {
-            more_via |= via.is_some();
-            via.get_or_insert(value);
+        // Lists that each hop extends: written below, with our entry last.
+        if name.eq_ignore_ascii_case("x-forwarded-for") || name.eq_ignore_ascii_case("via") {
             continue;
         }
         // Ours to set: the host, the body's framing (and the `Expect` we answered ourselves),
@@ -154,32 +144,19 @@ pub(crate) fn write_request_head(
         }
         push_field(out, name.as_bytes(), value);
     }
-    // `X-Forwarded-For: <what the client sent>, <the client>`.
-    out.extend_from_slice(b"\r\nX-Forwarded-For: ");
-    if let Some(first) = forwarded_for {
-        out.extend_from_slice(first);
-        if more_forwarded_for {
-            append_others(out, fields, "x-forwarded-for");
-        }
-        out.extend_from_slice(b", ");
-    }
-    // Writing to a Vec cannot fail.
-    let _ = write!(out, "{}", forwarding.client_ip);
+    // `X-Forwarded-For: <what the client sent>, <the client>`. Writing to a Vec cannot fail.
+    push_extended(out, b"X-Forwarded-For", fields, |out| {
+        let _ = write!(out, "{}", forwarding.client_ip);
+    });
     if let Some(host) = forwarding.client_host {
         push_field(out, b"X-Forwarded-Host", host);
     }
     push_field(out, b"X-Forwarded-Proto", b"http");
-    out.extend_from_slice(b"\r\nVia: ");
-    if let Some(first) = via {
-        out.extend_from_slice(first);
-        if more_via {
-            append_others(out, fields, "via");
-        }
-        out.extend_from_slice(b", ");
-    }
-    out.extend_from_slice(via_version(forwarding.version).as_bytes());
-    out.push(b' ');
-    out.extend_from_slice(VIA_NAME.as_bytes());
+    push_extended(out, b"Via", fields, |out| {
+        out.extend_from_slice(via_version(forwarding.version).as_bytes());
+        out.push(b' ');
+        out.extend_from_slice(VIA_NAME.as_bytes());
+    });
     match forwarding.body {
         BodyFraming::None => {}
         BodyFraming::Length(length) => {
@@ -204,16 +181,25 @@ pub(crate) fn end_head(out: &mut Vec<u8>, len: usize, upstream_host: Option<&str
     out.extend_from_slice(b"\r\n\r\n");
 }
 
-/// Appends the values of the fields called `name` after the first, each after `, `.
-fn append_others(out: &mut Vec<u8>, fields: &[httparse::Header<'_>], name: &str) {
-    let values = fields
+/// A list field that each hop extends: `name: <the values of the client's fields called
+/// name, in order>, <ours>`, as one line.
+fn push_extended(
+    out: &mut Vec<u8>,
+    name: &[u8],
+    fields: &[httparse::Header<'_>],
+    ours: impl FnOnce(&mut Vec<u8>),
+) {
+    out.extend_from_slice(b"\r\n");
+    out.extend_from_slice(name);
+    out.extend_from_slice(b": ");
+    for field in fields
         .iter()
-        .filter(|field| field.name.eq_ignore_ascii_case(name))
-        .skip(1);
-    for field in values {
-        out.extend_from_slice(b", ");
+        .filter(|field| field.name.as_bytes().eq_ignore_ascii_case(name))
+    {
         out.extend_from_slice(trimmed(field.value));
+        out.extend_from_slice(b", ");
     }
+    ours(out);
 }
 
 /// One field line, with the CRLF that ends the previous line.
