@@ -25,6 +25,9 @@ use crate::forward::forward;
 use crate::proxy::Proxy;
 use crate::request::{Action, Request, decide};
 
+/// The most buffer a connection keeps between requests.
+const KEPT_BUFFER: usize = 16 * 1024;
+
 /// Serves one connection until it closes.
 pub(crate) async fn serve(stream: TcpStream, peer: SocketAddr, proxy: Arc<Proxy>, role: Role) {
     let worker = proxy.worker.index;
@@ -76,6 +79,9 @@ async fn serve_requests(client: &mut Client, proxy: &Proxy) {
             }
         };
         log(client, proxy, &request, &outcome);
+        // A body or a long answer grew the buffers: between requests, keep the usual size.
+        client.buf.shrink_to(KEPT_BUFFER);
+        client.out.shrink_to(KEPT_BUFFER);
         if !outcome.keep_alive || client.half_closed {
             if outcome.linger {
                 client.close_gently().await;

@@ -150,6 +150,9 @@ pub(crate) async fn attempt(
     match end {
         BodyEnd::Whole { clean } => {
             outcome.keep_alive = answer.keep_alive;
+            // Answered before the client's body was all read: what it still sends must be
+            // drained a moment, or closing would reset the connection and destroy the answer.
+            outcome.linger = !body_sent;
             if clean && answer.upstream_keep_alive && !proxy.shutting_down() {
                 proxy.pools.put(conn);
             }

@@ -288,12 +288,10 @@ fn is_normal(target: &str) -> bool {
     if bytes.first() != Some(&b'/') {
         return false;
     }
-    let plain = |b: u8| b.is_ascii_alphanumeric() || b"-._~!$&()*+,;=:@/".contains(&b);
-    let mut in_query = false;
+    let plain = |b: u8| b.is_ascii_alphanumeric() || b"-._~!$&()*+,;=:@/?".contains(&b);
     let mut at = 0;
     while at < bytes.len() {
         match bytes[at] {
-            b'?' => in_query = true,
             b'%' => match bytes.get(at + 1..at + 3) {
                 Some([high, low]) if high.is_ascii_hexdigit() && low.is_ascii_hexdigit() => {
                     if *high == b'2' && low.eq_ignore_ascii_case(&b'e') {
@@ -307,7 +305,6 @@ fn is_normal(target: &str) -> bool {
             _ => return false,
         }
         at += 1;
-        let _ = in_query;
     }
     let path = target.split_once('?').map_or(target, |(path, _)| path);
     !path

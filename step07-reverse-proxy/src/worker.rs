@@ -199,6 +199,8 @@ impl ProxyWorker {
             master_pid: worker.master_pid,
         };
         self.zone.worker_started(worker.index);
+        // Only siblings on the same socket can take a connection this worker leaves for them.
+        let share = worker.shares_listener() && worker.workers > 1;
         // Step 06's shutdown pipe turns readable on SIGTERM, or when the master dies; the
         // watch channel passes the news to every task of this worker.
         // SAFETY: the shutdown pipe is opened by `Signals` (in this process, at the fork) and
@@ -248,7 +250,7 @@ impl ProxyWorker {
         let (alive, mut all_finished) = mpsc::channel::<()>(1);
         loop {
             let next_client = async {
-                if self.ahead_of_siblings(worker.index, worker.workers) {
+                if share && self.ahead_of_siblings(worker.index, worker.workers) {
                     sleep(SHARE_PAUSE).await;
                 }
                 let permit = Arc::clone(&slots).acquire_owned().await;
@@ -301,9 +303,6 @@ impl ProxyWorker {
     /// its sibling idles. So a worker that is ahead pauses a moment before its next `accept`,
     /// and a sibling takes the connection; if none does, it takes it after the pause.
     fn ahead_of_siblings(&self, index: usize, workers: usize) -> bool {
-        if workers < 2 {
-            return false;
-        }
         let total: u64 = (0..workers).map(|w| self.zone.active_connections(w)).sum();
         self.zone.active_connections(index) > total / workers as u64 + 1
     }

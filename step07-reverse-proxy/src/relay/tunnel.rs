@@ -14,10 +14,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf, copy_bidirectional};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf, copy_bidirectional};
 use tokio::time::sleep;
 
-use crate::client::Client;
+use crate::client::{Client, write_within};
 use crate::proxy::Proxy;
 use crate::upstream::conn::UpstreamConn;
 
@@ -37,7 +37,7 @@ pub(crate) async fn tunnel(
         return 0;
     }
     if !client.buf.is_empty() {
-        if conn.stream.write_all(&client.buf).await.is_err() {
+        if !write_within(&mut conn.stream, &client.buf, idle).await {
             return early;
         }
         client.buf.clear();

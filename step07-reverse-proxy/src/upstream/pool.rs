@@ -14,6 +14,9 @@ use std::time::{Duration, Instant};
 
 use super::conn::UpstreamConn;
 
+/// The most buffer an idle connection keeps (the usual answer head and body fit).
+const IDLE_BUFFER: usize = 16 * 1024;
+
 /// One idle connection and since when.
 struct Idle {
     conn: UpstreamConn,
@@ -57,10 +60,12 @@ impl Pools {
     }
 
     /// Keeps `conn` for the next request to its upstream.
-    pub fn put(&self, conn: UpstreamConn) {
+    pub fn put(&self, mut conn: UpstreamConn) {
         if self.keep == 0 {
             return;
         }
+        // A long answer grew the buffer: an idle connection keeps only the usual size.
+        conn.buf.shrink_to(IDLE_BUFFER);
         let Some(mut idle) = self.lock(conn.upstream) else {
             return;
         };
