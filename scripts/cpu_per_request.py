@@ -11,6 +11,9 @@ requests answered; each figure is the median of the runs. Then the same for the 
 alone, hit directly. With --perf, it also samples step07's worker with `perf record` (first
 run) and prints the shares of its time by library and the costliest functions.
 
+With --new-connections, the proxies get a new client connection per request (wrk's
+`Connection: close`; their upstream connections stay pooled).
+
 With --close, it compares step06 and nginx (`worker_processes auto`) serving the hello page
 themselves, with a new connection per request (wrk's `Connection: close`): how much of a short
 connection's cost is the kernel's, which no server can save.
@@ -19,6 +22,7 @@ Examples:
   python3 scripts/cpu_per_request.py
   python3 scripts/cpu_per_request.py --perf --runs 1
   python3 scripts/cpu_per_request.py --write-docs      # the table in docs/performance.md and chapter 07
+  python3 scripts/cpu_per_request.py --new-connections
   python3 scripts/cpu_per_request.py --close
 """
 
@@ -83,7 +87,7 @@ def measure(label, server, duration, exclude=(), perf=False, keep_alive=True):
 def render(meta, rows):
     lines = [
         f"Measured {meta['date']} on {meta['machine']} with `{meta['command']}`: wrk `-t2 -c100`, "
-        f"keep-alive, {meta['duration_s']} s per run, {meta['workers']} proxy worker(s), each figure "
+        f"{meta['load']} between the clients and the proxy, {meta['duration_s']} s per run, {meta['workers']} proxy worker(s), each figure "
         f"the median of {meta['runs']} interleaved runs. The proxies, the upstream and wrk share the cores.",
         "",
         "| | req/s | user µs per request | kernel µs per request | total |",
@@ -107,6 +111,8 @@ def main():
     parser.add_argument("--workers", default="1", help="proxy workers, every proxy (default 1)")
     parser.add_argument("--perf", action="store_true", help="also profile step07's worker with perf")
     parser.add_argument("--write-docs", action="store_true", help=f"update the tables in {DOC} and {CHAPTER_07}")
+    parser.add_argument("--new-connections", action="store_true",
+                        help="the proxies with a new client connection per request")
     parser.add_argument("--close", action="store_true",
                         help="step06 against nginx auto, serving themselves, a connection per request")
     args = parser.parse_args()
@@ -122,7 +128,8 @@ def main():
             measure("nginx, worker_processes auto", theirs, args.duration, keep_alive=False)
         return 0
     build_release(["step06-master-worker", "step07-reverse-proxy"])
-    print(f"wrk -t2 -c100 keep-alive, {args.duration} s each, {args.runs} runs; {machine()}")
+    load = "Connection: close" if args.new_connections else "keep-alive"
+    print(f"wrk -t2 -c100 {load}, {args.duration} s each, {args.runs} runs; {machine()}")
     results = {}
     with StepServer("step06-master-worker") as upstream:
         address = f"{upstream.host}:{upstream.port}"
@@ -143,22 +150,25 @@ def main():
                 with start() as server:
                     perf = args.perf and run == 0 and i == 0
                     results.setdefault(label, []).append(
-                        measure(label, server, args.duration, upstream_pids, perf))
+                        measure(label, server, args.duration, upstream_pids, perf,
+                                keep_alive=not args.new_connections))
             results.setdefault("step06 alone", []).append(measure("step06 alone", upstream, args.duration))
     rows = [{"label": label, **{key: statistics.median(r[key] for r in runs)
                                 for key in ("requests_per_s", "user_us", "kernel_us")}}
             for label, runs in results.items()]
     meta = {"date": datetime.date.today().isoformat(), "machine": machine(),
             "command": "python3 scripts/cpu_per_request.py " + " ".join(sys.argv[1:]),
-            "runs": args.runs, "duration_s": args.duration, "workers": args.workers}
+            "runs": args.runs, "duration_s": args.duration, "workers": args.workers, "load": load}
     table = render(meta, rows)
     print("\n" + table)
     os.makedirs(os.path.join(ROOT, "target"), exist_ok=True)
     with open(os.path.join(ROOT, "target", "cpu-per-request.json"), "w") as out:
         json.dump({"meta": meta, "rows": rows}, out, indent=1)
     if args.write_docs:
-        write_region(DOC, "cpu_per_request", table)
-        write_region(CHAPTER_07, "cpu_per_request", table)
+        region = "cpu_per_request_close" if args.new_connections else "cpu_per_request"
+        write_region(DOC, region, table)
+        if not args.new_connections:
+            write_region(CHAPTER_07, region, table)
     return 0
 
 

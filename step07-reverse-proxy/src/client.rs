@@ -127,8 +127,9 @@ impl Client {
             stream,
             peer,
             role,
-            buf: Vec::new(),
-            out: Vec::new(),
+            // Sized once for the usual head and answer, so that they never grow by steps.
+            buf: Vec::with_capacity(4096),
+            out: Vec::with_capacity(4096),
             head_at: Instant::now(),
             half_closed: false,
             wrote: false,

@@ -52,7 +52,7 @@ enum NoRequest {
 async fn serve_requests(client: &mut Client, proxy: &Proxy) {
     let mut first = true;
     // The upstream request head, written once per request into the same allocation.
-    let mut upstream_head = Vec::new();
+    let mut upstream_head = Vec::with_capacity(1024);
     loop {
         let (request, action) = match next_request(client, first, proxy, &mut upstream_head).await {
             Ok(next) => next,

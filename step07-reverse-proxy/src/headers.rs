@@ -108,6 +108,8 @@ pub(crate) fn write_request_head(
     forwarding: &Forwarding<'_>,
 ) {
     out.clear();
+    // Room for the client's head and our fields at once, rather than growth by steps.
+    out.reserve(fields.len() * 64 + 512);
     out.extend_from_slice(method.as_bytes());
     out.push(b' ');
     out.extend_from_slice(target.as_bytes());

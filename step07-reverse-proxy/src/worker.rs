@@ -294,7 +294,8 @@ impl ProxyWorker {
 
 impl ProxyWorker {
     /// Whether this worker serves more than its share of the generation's client connections
-    /// (counted in the shared zone), by more than one.
+    /// (counted in the shared zone), by more than an eighth of it (and one): enough to notice
+    /// a burst taken alone, not the ups and downs of connections that come and go.
     ///
     /// Workers that share the listening socket are all woken by a new connection, and the
     /// first to run takes it; step 05's loop asks the kernel to wake only one
@@ -304,7 +305,8 @@ impl ProxyWorker {
     /// and a sibling takes the connection; if none does, it takes it after the pause.
     fn ahead_of_siblings(&self, index: usize, workers: usize) -> bool {
         let total: u64 = (0..workers).map(|w| self.zone.active_connections(w)).sum();
-        self.zone.active_connections(index) > total / workers as u64 + 1
+        let share = total / workers as u64;
+        self.zone.active_connections(index) > share + share / 8 + 1
     }
 }
 
