@@ -254,6 +254,14 @@ impl Master {
             };
             if let Some(worker) = self.workers.remove(&pid) {
                 self.exited(pid, &worker, status);
+            } else {
+                // Not a worker. In a container the master is PID 1, and the kernel gives PID 1
+                // every orphan of the container (a process whose parent died): like init, it
+                // must collect them, or each stays a zombie. `waitpid(None)` takes any child.
+                log::event(format_args!(
+                    "master: reaped pid {pid}, not one of its workers: it {}",
+                    describe(status)
+                ));
             }
         }
     }

@@ -2,11 +2,11 @@
 //! every `SIGHUP`, or the built-in demo's when there is no file.
 //!
 //! Reading is all or nothing. [`Config::parse`] checks everything a worker will rely on (every
-//! route names a group, every upstream is an `IP:port`, every timeout is positive, every header
-//! value we will send is clean) and refuses the file with one line saying what is wrong. The
-//! master reads the file on `SIGHUP` *before* it forks the next generation, so a broken file
-//! costs one log line and the workers in service go on with the configuration they have: the
-//! rollback is simply never having rolled forward.
+//! route names a group, every upstream is an `IP:port` or a `name:port` that resolves, every
+//! timeout is positive, every header value we will send is clean) and refuses the file with
+//! one line saying what is wrong. The master reads the file on `SIGHUP` *before* it forks the
+//! next generation, so a broken file costs one log line and the workers in service go on with
+//! the configuration they have: the rollback is simply never having rolled forward.
 //!
 //! ```toml
 //! [proxy]
@@ -25,7 +25,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::net::SocketAddr;
+use std::net::{SocketAddr, ToSocketAddrs};
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -153,7 +153,8 @@ pub enum HashKey {
 pub enum HostHeader {
     /// The client's own (the default, what most applications behind a proxy expect).
     Pass,
-    /// The upstream's `IP:port` (nginx's default, `$proxy_host`).
+    /// The upstream as the file names it, `IP:port` or `name:port` (nginx's default,
+    /// `$proxy_host`).
     Upstream,
     /// This name.
     Fixed(String),
@@ -237,7 +238,7 @@ pub struct Group {
 pub struct Upstream {
     pub group: usize,
     pub addr: SocketAddr,
-    /// `IP:port`, as metrics and logs name it.
+    /// `IP:port`, or the `name:port` the file gave: as metrics and logs name it.
     pub name: String,
 }
 
@@ -448,25 +449,29 @@ fn check_group(
     }
     let mut members = Vec::new();
     for address in &group.upstreams {
-        // An IP address, not a name: a name would have to be resolved, once at start (and be
-        // wrong when it changes) or per request (a resolver in the request path). Service
-        // discovery is its own subject (docs/07-reverse-proxy.md).
-        let addr: SocketAddr = address.parse().map_err(|_| {
-            format!(
-                "{context}: upstream {address:?} is not an IP:port address (e.g. 127.0.0.1:9001)"
-            )
-        })?;
+        let addr = resolve(address).map_err(|why| format!("{context}: {why}"))?;
+        // A name keeps its name in logs, metrics and X-Upstream (and, with host_header =
+        // "upstream", in Host, like nginx's $proxy_host); an address is written the one way.
+        let name = match address.parse::<SocketAddr>() {
+            Ok(_) => addr.to_string(),
+            Err(_) => address.clone(),
+        };
         if upstreams
             .iter()
             .any(|u: &Upstream| u.group == index && u.addr == addr)
         {
-            return Err(format!("{context}: upstream {addr} is listed twice"));
+            let at = if name == addr.to_string() {
+                String::new()
+            } else {
+                format!(" (at {addr})")
+            };
+            return Err(format!("{context}: upstream {name}{at} is listed twice"));
         }
         members.push(upstreams.len());
         upstreams.push(Upstream {
             group: index,
             addr,
-            name: addr.to_string(),
+            name,
         });
     }
     let hash_key = match group.hash_key.as_deref() {
@@ -529,6 +534,38 @@ fn check_group(
         outlier: group.outlier.clone(),
         members,
     })
+}
+
+/// An upstream's address: an `IP:port` as it is, or a `name:port` resolved now. nginx resolves
+/// the names in its `upstream` blocks the same way, when it reads its configuration: here at
+/// start and at every `SIGHUP`, in the master, which serves no connection, so the blocking
+/// `getaddrinfo` stalls no one. A name that moves later (a container restarted with another
+/// address) is followed at the next reload; resolving per request would put a resolver in the
+/// path of every request. A compose project's service names are such names.
+fn resolve(address: &str) -> Result<SocketAddr, String> {
+    if let Ok(addr) = address.parse() {
+        return Ok(addr);
+    }
+    let well_formed = address.rsplit_once(':').is_some_and(|(host, port)| {
+        !host.is_empty()
+            && host
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-.".contains(&b))
+            && port.parse::<u16>().is_ok()
+    });
+    if !well_formed {
+        return Err(format!(
+            "upstream {address:?} is not an IP:port or name:port address (e.g. 127.0.0.1:9001)"
+        ));
+    }
+    let mut addrs = address
+        .to_socket_addrs()
+        .map_err(|error| format!("upstream {address:?}: cannot resolve the name: {error}"))?;
+    // The first address only: nginx would make an upstream of each, but a name with several
+    // addresses is rare behind a proxy that balances on its own.
+    addrs
+        .next()
+        .ok_or_else(|| format!("upstream {address:?}: the name has no address"))
 }
 
 fn check_route(number: usize, route: &RouteFile, groups: &[Group]) -> Result<Route, String> {
@@ -648,8 +685,16 @@ mod tests {
                 "no [group.nope]",
             ),
             (
-                "[[route]]\ngroup = \"a\"\n[group.a]\nupstreams = [\"localhost:80\"]\n",
-                "not an IP:port",
+                "[[route]]\ngroup = \"a\"\n[group.a]\nupstreams = [\"127.0.0.1\"]\n",
+                "not an IP:port or name:port",
+            ),
+            (
+                "[[route]]\ngroup = \"a\"\n[group.a]\nupstreams = [\"web/1:80\"]\n",
+                "not an IP:port or name:port",
+            ),
+            (
+                "[[route]]\ngroup = \"a\"\n[group.a]\nupstreams = [\"127.0.0.1:1\", \"127.0.0.1:1\"]\n",
+                "upstream 127.0.0.1:1 is listed twice",
             ),
             (
                 "[[route]]\ngroup = \"a\"\n[group.a]\nupstreams = []\n",
@@ -686,6 +731,18 @@ mod tests {
             assert!(error.contains(why), "{text:?}: {error}");
             assert!(!error.contains('\n'), "one line: {error:?}");
         }
+    }
+
+    /// As a compose project names its services: the name is resolved when the file is read
+    /// (`localhost`, from /etc/hosts: no DNS query leaves the machine), and kept as written.
+    #[test]
+    fn a_name_is_resolved_when_the_file_is_read() {
+        let text = "[[route]]\ngroup = \"a\"\n[group.a]\nupstreams = [\"localhost:9001\"]\n";
+        let config = Config::parse("test", text).unwrap();
+        let upstream = &config.upstreams[0];
+        assert_eq!(upstream.name, "localhost:9001");
+        assert!(upstream.addr.ip().is_loopback(), "{}", upstream.addr);
+        assert_eq!(upstream.addr.port(), 9001);
     }
 
     #[test]

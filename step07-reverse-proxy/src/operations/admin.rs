@@ -82,7 +82,8 @@ pub(crate) fn reply(head: &RequestHead<'_>, proxy: &Proxy) -> Reply {
 }
 
 /// `{"status":"ok","pid":..,"worker":..,"generation":..,"upstreams":N,"down":["IP:port",..]}`.
-/// Upstream names are `IP:port`, which need no JSON escaping.
+/// Upstream names are `IP:port` or `name:port` (letters, digits, `-` and `.`: see `resolve` in
+/// `config.rs`), which need no JSON escaping.
 fn health(proxy: &Proxy) -> String {
     let config = &proxy.config;
     let down: Vec<String> = (0..config.upstreams.len())
