@@ -3,7 +3,8 @@
 //! client that reads chunks; interim answers are skipped; a pooled connection that the
 //! upstream closed as it was reused is retried on a fresh one when that is safe, and an
 //! upstream that closes idle connections at random moments fails no request; a WebSocket
-//! passes through, and a silent one is closed after the read timeout.
+//! passes through, and a silent one is closed after the read timeout; and `--upstream-client
+//! reqwest` forwards too, the simple way (names lower-cased).
 
 mod support;
 
@@ -401,4 +402,44 @@ fn a_101_that_nobody_asked_for_is_refused() {
     let proxy = Proxy::start(&one_group("", &[recorder.addr()]), 1, &["--quiet"]);
     let response = proxy.get("/");
     assert_eq!(response.status, 502, "{}", response.text());
+}
+
+#[test]
+fn the_reqwest_client_forwards_too_the_simple_way() {
+    let upstream = testkit::upstream::Upstream::start("a");
+    let proxy = Proxy::start(
+        &one_group("", &[upstream.addr()]),
+        1,
+        &["--quiet", "--upstream-client", "reqwest"],
+    );
+    let mut client = Client::connect(proxy.addr());
+    let response = client.get("/");
+    assert_eq!((response.status, response.text().as_str()), (200, "a\n"));
+    // What a general client does to the head: names as its map keeps them, lower case.
+    assert!(
+        response
+            .headers
+            .iter()
+            .any(|(name, _)| name == "x-served-by"),
+        "{:?}",
+        response.headers
+    );
+    client.send(b"POST /upload HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\n\r\nhello");
+    let response = client.read_response();
+    assert_eq!(response.status, 200);
+    assert!(
+        response.text().starts_with("bytes=5 "),
+        "{}",
+        response.text()
+    );
+    let raw = exchange(
+        &proxy,
+        "GET /trickle?chunks=2&gap_ms=10 HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+    );
+    assert!(
+        raw.contains("\r\nTransfer-Encoding: chunked\r\n"),
+        "{raw:?}"
+    );
+    assert!(raw.ends_with("tick 1\n\r\n0\r\n\r\n"), "{raw:?}");
+    proxy.server.assert_no_panic();
 }
