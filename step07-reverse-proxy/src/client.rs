@@ -210,14 +210,25 @@ impl Client {
         }
     }
 
+    /// Notes a FIN that came with the request (a half-close, `nc -N`), if it is here already:
+    /// tokio keeps "the peer closed" once seen, so asking costs a system call only when there
+    /// is something to read (the end, or a pipelined request, which is kept).
+    pub fn notice_half_close(&mut self) {
+        self.buf.reserve(1);
+        if matches!(self.stream.try_read_buf(&mut self.buf), Ok(0)) {
+            self.half_closed = true;
+        }
+    }
+
     /// Resolves when the client closes or resets its side: while it waits for an answer, a
     /// client has nothing to send but pipelined requests, which are read ahead and kept. An
     /// end of stream right after the request is a half-close, not a departure: it never
     /// resolves then.
     pub async fn gone(&mut self) {
         loop {
-            if self.buf.len() >= READ_AHEAD_LIMIT {
-                // Enough read ahead; without reading we cannot tell, so we stop asking.
+            if self.half_closed || self.buf.len() >= READ_AHEAD_LIMIT {
+                // Half-closed: its end is known, and it still wants the answer. Or enough
+                // read ahead: without reading we cannot tell, so we stop asking.
                 std::future::pending::<()>().await;
             }
             self.buf.reserve(4096);

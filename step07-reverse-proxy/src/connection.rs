@@ -123,6 +123,7 @@ async fn next_request(
                     );
                     let len = head.len;
                     client.buf.drain(..len);
+                    client.notice_half_close();
                     return Ok(decided);
                 }
                 Ok(None) => {}

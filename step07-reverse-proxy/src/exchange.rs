@@ -68,7 +68,11 @@ pub(crate) async fn attempt(
         Some(conn) => conn,
         None => {
             let within = proxy.config.proxy.connect_timeout();
-            match connect(target.addr, upstream, within).await {
+            let connected = tokio::select! {
+                connected = connect(target.addr, upstream, within) => connected,
+                () = client.gone() => return Attempt::Client(BodyError::ClientGone),
+            };
+            match connected {
                 Ok(conn) => conn,
                 Err(error) => {
                     let (stale, sent) = (false, false);
