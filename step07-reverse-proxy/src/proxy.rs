@@ -62,21 +62,16 @@ pub(crate) struct Proxy {
 }
 
 impl Proxy {
-    /// # Errors
-    ///
-    /// When the `reqwest` client, if asked for, cannot be built.
+    /// A worker's proxy; `reqwest`: the general-purpose client, with `--upstream-client
+    /// reqwest` only.
     pub fn new(
         config: Arc<Config>,
         zone: Arc<Zone>,
         common: &CommonArgs,
         worker: WorkerInfo,
-        client: UpstreamClient,
+        reqwest: Option<reqwest::Client>,
         shutdown: watch::Receiver<bool>,
-    ) -> Result<Proxy, reqwest::Error> {
-        let reqwest = match client {
-            UpstreamClient::Own => None,
-            UpstreamClient::Reqwest => Some(crate::simple_client::build(&config.proxy)?),
-        };
+    ) -> Proxy {
         let upstreams = Upstreams::new(Arc::clone(&config), Arc::clone(&zone), worker.index);
         let pools = Pools::new(
             config.upstreams.len(),
@@ -101,7 +96,7 @@ impl Proxy {
             }
         });
         let conn = common.conn_config();
-        Ok(Proxy {
+        Proxy {
             config,
             zone,
             upstreams,
@@ -114,7 +109,7 @@ impl Proxy {
             delay: common.delay(),
             log: conn.log,
             shutdown,
-        })
+        }
     }
 
     pub fn shutting_down(&self) -> bool {

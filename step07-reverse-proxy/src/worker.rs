@@ -22,6 +22,7 @@ use crate::connection::serve;
 use crate::health;
 use crate::operations::zone::Zone;
 use crate::proxy::{Proxy, UpstreamClient, WorkerInfo};
+use crate::simple_client;
 
 /// How long accepting pauses when the process is out of descriptors (`EMFILE`): retrying at
 /// once would fail again, as fast as the loop can spin (see step 05's `ACCEPT_PAUSE`).
@@ -210,17 +211,20 @@ impl ProxyWorker {
         }
         .map_err(|error| WorkerError::ShutdownPipe(error.into()))?;
         let (stop, shutdown) = watch::channel(false);
-        let proxy = Arc::new(
-            Proxy::new(
-                Arc::clone(&self.config),
-                Arc::clone(&self.zone),
-                &self.common,
-                info,
-                self.upstream_client,
-                shutdown,
-            )
-            .map_err(WorkerError::Client)?,
-        );
+        let reqwest = match self.upstream_client {
+            UpstreamClient::Own => None,
+            UpstreamClient::Reqwest => {
+                Some(simple_client::build(&self.config.proxy).map_err(WorkerError::Client)?)
+            }
+        };
+        let proxy = Arc::new(Proxy::new(
+            Arc::clone(&self.config),
+            Arc::clone(&self.zone),
+            &self.common,
+            info,
+            reqwest,
+            shutdown,
+        ));
         let listener = TcpListener::from_std(worker.listener).map_err(WorkerError::Listener)?;
         let admin = match &self.admin {
             Some(admin) => Some(
