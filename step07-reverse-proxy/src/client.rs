@@ -12,8 +12,10 @@ use common::connection::LINGER;
 use common::{Response, log};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio::sync::watch;
 use tokio::time::timeout;
 
+use crate::deadline::Deadline;
 use crate::proxy::Proxy;
 
 /// How much a connection reads ahead (pipelined requests, while its request is being served)
@@ -61,6 +63,10 @@ pub(crate) struct Client {
     wrote: bool,
     /// `TCP_NODELAY` is set.
     nodelay: bool,
+    /// The header or idle timeout of the wait for the next request (see [`Deadline`]).
+    pub deadline: Deadline,
+    /// Turns `true` when the worker is asked to stop: an idle connection closes then.
+    pub shutdown: watch::Receiver<bool>,
 }
 
 /// What became of a request, for the access log and the connection.
@@ -122,7 +128,12 @@ pub(crate) async fn write_within(stream: &mut TcpStream, bytes: &[u8], within: D
 }
 
 impl Client {
-    pub fn new(stream: TcpStream, peer: SocketAddr, role: Role) -> Client {
+    pub fn new(
+        stream: TcpStream,
+        peer: SocketAddr,
+        role: Role,
+        shutdown: watch::Receiver<bool>,
+    ) -> Client {
         Client {
             stream,
             peer,
@@ -134,6 +145,8 @@ impl Client {
             half_closed: false,
             wrote: false,
             nodelay: false,
+            deadline: Deadline::new(),
+            shutdown,
         }
     }
 

@@ -18,7 +18,7 @@ use common::parse::{BodyFraming, parse_head};
 use common::response::CONTINUE;
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
-use tokio::time::{sleep, sleep_until};
+use tokio::time::sleep;
 
 use crate::client::{Client, Outcome, Role};
 use crate::forward::forward;
@@ -34,7 +34,7 @@ pub(crate) async fn serve(stream: TcpStream, peer: SocketAddr, proxy: Arc<Proxy>
     if role == Role::Client {
         proxy.zone.connection_opened(worker);
     }
-    let mut client = Client::new(stream, peer, role);
+    let mut client = Client::new(stream, peer, role, proxy.shutdown.clone());
     serve_requests(&mut client, &proxy).await;
     if role == Role::Client {
         proxy.zone.connection_closed(worker);
@@ -103,10 +103,14 @@ async fn next_request(
     proxy: &Proxy,
     upstream_head: &mut Vec<u8>,
 ) -> Result<(Request, Action), NoRequest> {
-    let now = tokio::time::Instant::now();
-    let mut head_deadline = first.then(|| now + proxy.header_timeout);
-    let idle_deadline = now + proxy.idle_timeout;
-    let mut shutdown = proxy.shutdown.clone();
+    // The first head must be complete within the header timeout; later ones may keep the
+    // connection idle for the idle timeout first.
+    let mut waiting_for_head = first;
+    client.deadline.set_in(if first {
+        proxy.header_timeout
+    } else {
+        proxy.idle_timeout
+    });
     loop {
         if !client.buf.is_empty() {
             match parse_head(&client.buf) {
@@ -131,24 +135,27 @@ async fn next_request(
                     return Err(NoRequest::Refuse(error.status(), "bad request head"));
                 }
             }
-            head_deadline.get_or_insert_with(|| tokio::time::Instant::now() + proxy.header_timeout);
+            if !waiting_for_head {
+                // The head's first bytes: now it must be complete within the header timeout.
+                waiting_for_head = true;
+                client.deadline.set_in(proxy.header_timeout);
+            }
         }
-        let idle = head_deadline.is_none();
-        let deadline = head_deadline.unwrap_or(idle_deadline);
+        let idle = !waiting_for_head;
         client.buf.reserve(4096);
         tokio::select! {
             read = client.stream.read_buf(&mut client.buf) => match read {
                 Ok(0) | Err(_) => return Err(NoRequest::Closed),
                 Ok(_) => {}
             },
-            () = sleep_until(deadline) => {
+            () = client.deadline.passed() => {
                 return Err(if idle {
                     NoRequest::Closed
                 } else {
                     NoRequest::Refuse(408, "request head timed out")
                 });
             }
-            _ = shutdown.wait_for(|stopping| *stopping), if idle && !first => {
+            _ = client.shutdown.wait_for(|stopping| *stopping), if idle => {
                 return Err(NoRequest::Closed);
             }
         }

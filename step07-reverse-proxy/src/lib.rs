@@ -29,6 +29,7 @@
 //! - `upstreams`: one worker's view of the upstreams: turns, requests in flight, ejections.
 //! - `health`: active health checks, run by worker 0 (with `reqwest`).
 //! - `proxy`: what a worker's connections share.
+//! - `deadline`: timeouts that move with every request without a timer each time.
 //! - `operations`: the admin port, its metrics, the shared counters ([`Zone`]) and the
 //!   built-in demo's upstreams.
 //!
@@ -39,6 +40,7 @@ mod balance;
 mod client;
 mod config;
 mod connection;
+mod deadline;
 mod exchange;
 mod forward;
 mod headers;

@@ -15,7 +15,6 @@ use common::body::{BodyDecoder, Framing, for_each_trailer};
 use common::chunked::{write_chunk, write_last_chunk};
 use common::log;
 use tokio::io::AsyncReadExt;
-use tokio::time::timeout;
 
 use super::head::Answer;
 use crate::client::Client;
@@ -99,11 +98,12 @@ pub(crate) async fn relay_body(
                 if !client.out.is_empty() && !client.flush(proxy).await {
                     return (BodyEnd::ClientGone, bytes);
                 }
+                conn.deadline.set_in(within);
                 tokio::select! {
-                    read = timeout(within, conn.stream.read_buf(&mut conn.buf)) => match read {
-                        Ok(read) => read,
-                        Err(_) => return cut(client, proxy, UpstreamError::TimedOut, bytes).await,
-                    },
+                    read = conn.stream.read_buf(&mut conn.buf) => read,
+                    () = conn.deadline.passed() => {
+                        return cut(client, proxy, UpstreamError::TimedOut, bytes).await;
+                    }
                     // Gone: dropping the upstream connection closes it mid-body.
                     () = client.gone() => return (BodyEnd::ClientGone, bytes),
                 }

@@ -5,7 +5,6 @@ use std::time::Duration;
 use common::parse::field_slots;
 use common::response_head::{ResponseHead, ResponseHeadError, parse_response_head};
 use tokio::io::AsyncReadExt;
-use tokio::time::timeout;
 
 use super::UpstreamError;
 use super::conn::UpstreamConn;
@@ -65,13 +64,14 @@ pub(crate) async fn read_answer_head<T>(
             }
         }
         conn.buf.reserve(READ);
+        conn.deadline.set_in(within);
         tokio::select! {
-            read = timeout(within, conn.stream.read_buf(&mut conn.buf)) => match read {
-                Ok(Ok(0)) => return Err(NoAnswer::Upstream(UpstreamError::Closed)),
-                Ok(Ok(_)) => {}
-                Ok(Err(error)) => return Err(NoAnswer::Upstream(UpstreamError::Receive(error))),
-                Err(_) => return Err(NoAnswer::Upstream(UpstreamError::TimedOut)),
+            read = conn.stream.read_buf(&mut conn.buf) => match read {
+                Ok(0) => return Err(NoAnswer::Upstream(UpstreamError::Closed)),
+                Ok(_) => {}
+                Err(error) => return Err(NoAnswer::Upstream(UpstreamError::Receive(error))),
             },
+            () = conn.deadline.passed() => return Err(NoAnswer::Upstream(UpstreamError::TimedOut)),
             () = client.gone() => return Err(NoAnswer::ClientGone),
         }
     }

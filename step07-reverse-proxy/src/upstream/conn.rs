@@ -8,6 +8,7 @@ use tokio::net::TcpStream;
 use tokio::time::timeout;
 
 use super::UpstreamError;
+use crate::deadline::Deadline;
 
 /// A connection to one upstream, with the bytes read from it and not used yet.
 pub(crate) struct UpstreamConn {
@@ -17,6 +18,8 @@ pub(crate) struct UpstreamConn {
     pub buf: Vec<u8>,
     /// Which upstream (an index into the configuration's upstreams).
     pub upstream: usize,
+    /// The read timeout of the wait in progress (see [`Deadline`]).
+    pub deadline: Deadline,
 }
 
 /// Opens a connection to `addr`, upstream number `upstream`, within `within`.
@@ -41,6 +44,7 @@ pub(crate) async fn connect(
         stream,
         buf: Vec::with_capacity(16 * 1024),
         upstream,
+        deadline: Deadline::new(),
     })
 }
 
