@@ -10,6 +10,9 @@ fixed rate whatever the server does, which is how real users behave and the way 
 queue past its limits; a request that cannot start on time because all -c clients are busy
 still counts its latency from the moment it should have started.
 
+On Linux it also counts the sockets the run left in TIME_WAIT, on the server's side and on
+the clients': whichever side closes a connection first keeps it there for 60 s.
+
 --idle K first opens K keep-alive connections that each ask for / once and then stay open,
 silent, until the run ends: browser tabs left open. A server that gives every connection a
 worker of its own has K fewer for the load.
@@ -279,7 +282,31 @@ def percentile(sorted_values, fraction):
     return sorted_values[rank - 1]
 
 
-def summarize(args, target, results, wall, idle=None):
+def time_wait_sockets(port):
+    """(server side, client side): the TCP sockets in TIME_WAIT whose local port, or whose
+    remote port, is `port`, from /proc/net/tcp and tcp6; None off Linux. The side that closes a
+    connection first keeps it in TIME_WAIT (60 s on Linux): with `Connection: close` the
+    server closes first, and the sockets pile up on its side."""
+    server = client = 0
+    found = False
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            with open(table) as source:
+                next(source)
+                for line in source:
+                    fields = line.split()
+                    if len(fields) < 4 or fields[3] != "06":  # 06: TCP_TIME_WAIT
+                        continue
+                    local, remote = (int(address.rsplit(":", 1)[1], 16) for address in fields[1:3])
+                    server += local == port
+                    client += remote == port
+            found = True
+        except OSError:
+            continue
+    return (server, client) if found else None
+
+
+def summarize(args, target, results, wall, idle=None, time_wait=None):
     latencies = sorted(result.latency * 1000 for result in results)
     failures = Counter(result.outcome for result in results if not result.ok)
     pids = {result.pid for result in results if result.pid is not None}
@@ -311,6 +338,7 @@ def summarize(args, target, results, wall, idle=None):
         "distinct_workers": len(workers),
         "upstreams": dict(sorted(upstreams.items())),
         "server": servers.most_common(1)[0][0] if servers else None,
+        "time_wait": time_wait,
     }
 
 
@@ -351,6 +379,9 @@ def print_summary(summary):
         lines.append("answered by (not reported: request /stats to see which processes answered)")
     if summary["server"]:
         lines.append(f"server      {summary['server']}")
+    if summary["time_wait"] and any(summary["time_wait"]):
+        server, client = summary["time_wait"]
+        lines.append(f"time-wait   {server} new on the server's side, {client} on the clients' side")
     print("\n".join(lines))
 
 
@@ -400,6 +431,7 @@ def parse_args(argv):
 
 def main(argv=None):
     args, target = parse_args(argv)
+    before = time_wait_sockets(target.port)
     with IdleClients(target, args.idle, args.timeout) as idle:
         if args.rate:
             results, wall = run_open_loop(
@@ -409,7 +441,12 @@ def main(argv=None):
             results, wall = run_closed_loop(
                 target, args.requests, args.concurrency, args.timeout, args.keep_alive
             )
-        summary = summarize(args, target, results, wall, idle)
+        after = time_wait_sockets(target.port)
+        time_wait = None
+        if before is not None and after is not None:
+            # Only what this run left behind: TIME_WAIT sockets of an earlier run may linger.
+            time_wait = [max(0, now - then) for now, then in zip(after, before)]
+        summary = summarize(args, target, results, wall, idle, time_wait)
     if args.json:
         print(json.dumps(summary))
     else:

@@ -3,20 +3,22 @@
 
 Run `cargo bench -p benches` first (it writes target/criterion/**/new/estimates.json), then:
 
-  python3 scripts/bench_report.py                 # writes docs/benchmarks.md
+  python3 scripts/bench_report.py                 # writes docs/benchmarks.md and .json
   python3 scripts/bench_report.py --stdout        # prints the table instead
 
-The page states the machine (cores, CPU model, kernel) and the date of the run.
+The page states the machine (cores, CPU model, kernel) and the date of the run. The medians go
+to docs/benchmarks.json too, beside the page: the book quotes them, and scripts/check_book.py
+checks every quote against that file.
 """
 
 import argparse
 import datetime
 import json
 import os
-import platform
 import sys
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from servers import ROOT, machine, write_data  # noqa: E402
 
 # The order and grouping of the table: (section title, prefix of the benchmark ids).
 SECTIONS = [
@@ -53,34 +55,34 @@ def human(nanoseconds):
     return f"{nanoseconds:.0f} ns"
 
 
-def machine():
-    cpu = "unknown CPU"
-    try:
-        with open("/proc/cpuinfo") as info:
-            for line in info:
-                if line.startswith("model name"):
-                    cpu = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    return f"{os.cpu_count()} cores ({cpu}), {platform.system()} {platform.release()}"
+def report_of(results):
+    """What the page shows, as data: the run's date and machine, and every median."""
+    report = {
+        "meta": {"date": datetime.date.today().isoformat(), "machine": machine(),
+                 "command": "cargo bench -p benches; python3 scripts/bench_report.py"},
+        "medians_ns": dict(sorted(results.items())),
+    }
+    pingpong = next((value for name, value in results.items() if name.startswith("condvar:")), None)
+    if pingpong is not None:
+        report["wake_up_ns"] = pingpong / 2
+    return report
 
 
-def render(results):
+def render(report):
+    results, meta = report["medians_ns"], report["meta"]
     lines = [
         "# Benchmarks: what each model pays",
         "",
         "Medians from `cargo bench -p benches` (criterion), turned into this page by",
-        "`python3 scripts/bench_report.py`. Machine: " + machine() + "; run on "
-        + datetime.date.today().isoformat() + ".",
+        "`python3 scripts/bench_report.py`. Machine: " + meta["machine"] + "; run on "
+        + meta["date"] + ".",
         "The benchmark and the servers it starts share the same cores, and nothing was pinned.",
         "Criterion's full reports, with distributions, are in `target/criterion/report/index.html`.",
         "",
     ]
-    pingpong = next((value for name, value in results.items() if name.startswith("condvar:")), None)
-    if pingpong is not None:
+    if "wake_up_ns" in report:
         lines += [
-            f"**How to read it.** Waking a sleeping thread costs about {human(pingpong / 2)} here (the",
+            f"**How to read it.** Waking a sleeping thread costs about {human(report['wake_up_ns'])} here (the",
             "condvar row is two wake-ups), several times a typical bare-metal figure: on a virtual",
             "machine a CPU with nothing to do is parked, and unparking it is slow. Every row that hands",
             "work to another thread, and every end-to-end row (the server must wake for the request, the",
@@ -111,7 +113,8 @@ def render(results):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--criterion-dir", default=os.path.join(ROOT, "target", "criterion"))
-    parser.add_argument("--out", default=os.path.join(ROOT, "docs", "benchmarks.md"))
+    parser.add_argument("--out", default=os.path.join(ROOT, "docs", "benchmarks.md"),
+                        help="the page to write; its data goes beside it, with .json")
     parser.add_argument("--stdout", action="store_true", help="print instead of writing --out")
     args = parser.parse_args()
     results = load_results(args.criterion_dir)
@@ -119,13 +122,15 @@ def main():
         print(f"bench_report.py: no results under {args.criterion_dir}; run cargo bench -p benches first",
               file=sys.stderr)
         return 1
-    page = render(results)
+    report = report_of(results)
+    page = render(report)
     if args.stdout:
         print(page)
     else:
         with open(args.out, "w") as out:
             out.write(page)
         print(f"wrote {args.out} ({len(results)} benchmarks)")
+        write_data(os.path.splitext(args.out)[0] + ".json", "bench_report", report)
     return 0
 
 

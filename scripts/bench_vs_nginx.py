@@ -23,6 +23,9 @@ Examples:
   python3 scripts/bench_vs_nginx.py --runs 1 --duration 2 --rows step05
   python3 scripts/bench_vs_nginx.py --write-docs        # also updates docs/performance.md
                                                         # (and chapter 07, with the step07 rows)
+
+With --write-docs the report also goes to docs/performance.json, beside the table it fills: the
+book quotes these figures, and scripts/check_book.py checks every quote against that file.
 """
 
 import argparse
@@ -38,11 +41,12 @@ from fairness import answers_per_client  # noqa: E402
 from load import run_wrk  # noqa: E402
 from servers import (  # noqa: E402
     ROOT, PeerServer, StepServer, apache_peer, build_release, machine, nginx_peer, raise_fd_limit,
-    nginx_proxy_peer, write_proxy_config, write_region,
+    nginx_proxy_peer, write_data, write_proxy_config, write_region,
 )
 
 DOC = os.path.join(ROOT, "docs", "performance.md")
 CHAPTER_07 = os.path.join(ROOT, "docs", "07-reverse-proxy.md")
+DATA = os.path.join(ROOT, "docs", "performance.json")
 
 
 def step(crate, *options):
@@ -214,14 +218,12 @@ def render(report, only_proxy=False):
 
 def proxy_lines(report):
     """The sentence on the upstream reached directly, in the same run as the proxies."""
-    proxied = {(row["ours"], row["workload"]): row for row in report["rows"]}
-    own = proxied.get(("step07-reverse-proxy → step06", "keep-alive c100"))
     alone = report.get("proxy_direct")
-    if not (own and alone):
+    if not (alone and "ours_of_direct" in alone):
         return []
     return ["", f"The same step06 without a proxy in front, same run: {alone['rps']:,.0f} req/s, "
-                f"p99 {alone['p99']:.1f} ms: through step07, {own['ours_rps'] / alone['rps']:.2f}× of "
-                f"direct; through nginx, {own['theirs_rps'] / alone['rps']:.2f}×."]
+                f"p99 {alone['p99']:.1f} ms: through step07, {alone['ours_of_direct']:.2f}× of "
+                f"direct; through nginx, {alone['theirs_of_direct']:.2f}×."]
 
 
 def main():
@@ -275,6 +277,11 @@ def main():
     proxied, alone = proxy_comparison(rows, args.runs, args.duration)
     report["rows"] += proxied
     if alone:
+        own = next((row for row in proxied if row["workload"] == "keep-alive c100"
+                    and row["ours"] == "step07-reverse-proxy → step06"), None)
+        if own:
+            alone["ours_of_direct"] = own["ours_rps"] / alone["rps"]
+            alone["theirs_of_direct"] = own["theirs_rps"] / alone["rps"]
         report["proxy_direct"] = alone
     report["idle"] = idle_memory(rows)
 
@@ -287,6 +294,7 @@ def main():
         write_region(DOC, "bench_vs_nginx", table)
         if any("→" in row["ours"] for row in report["rows"]):
             write_region(CHAPTER_07, "bench_vs_nginx_step07", render(report, only_proxy=True))
+        write_data(DATA, "bench_vs_nginx", report)
     return 0
 
 

@@ -45,6 +45,8 @@ def main(argv):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("-n", type=int, default=100, help="clients (default: 100)")
     args = parser.parse_args(argv)
+    if args.n < 1:
+        parser.error(f"-n must be at least 1 (one client speaks, the others listen), not {args.n}")
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft < args.n + 64:
         resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, args.n + 64), hard))

@@ -22,6 +22,7 @@ Examples:
   python3 scripts/cpu_per_request.py
   python3 scripts/cpu_per_request.py --perf --runs 1
   python3 scripts/cpu_per_request.py --write-docs      # the table in docs/performance.md and chapter 07
+                                                       # (its figures in docs/performance.json)
   python3 scripts/cpu_per_request.py --new-connections
   python3 scripts/cpu_per_request.py --close
 """
@@ -39,10 +40,11 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from load import run_wrk  # noqa: E402
 from servers import (  # noqa: E402
     ROOT, PeerServer, StepServer, build_release, machine, nginx_peer, nginx_proxy_peer, process_tree,
-    raise_fd_limit, tree_cpu_seconds, write_proxy_config, write_region,
+    raise_fd_limit, tree_cpu_seconds, write_data, write_proxy_config, write_region,
 )
 
 DOC = os.path.join(ROOT, "docs", "performance.md")
+DATA = os.path.join(ROOT, "docs", "performance.json")
 CHAPTER_07 = os.path.join(ROOT, "docs", "07-reverse-proxy.md")
 
 # One worker serves all 100 clients by default: room in the pool for each client's upstream
@@ -169,6 +171,7 @@ def main():
         write_region(DOC, region, table)
         if not args.new_connections:
             write_region(CHAPTER_07, region, table)
+        write_data(DATA, region, {"meta": meta, "rows": rows})
     return 0
 
 

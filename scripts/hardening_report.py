@@ -10,7 +10,9 @@ For every step (or those named), one after the other, on release builds:
     after them.
 
 Prints a table, keeps the reports in target/hardening.json, and with --write-docs puts the
-table into docs/hardening.md. Takes about 10 minutes for the seven steps.
+table into docs/hardening.md and the reports into docs/hardening.json (the book quotes them;
+scripts/check_book.py checks the quotes against that file). Takes about 10 minutes for the
+seven steps.
 
 Examples:
   python3 scripts/hardening_report.py
@@ -26,7 +28,7 @@ import subprocess
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from servers import ROOT, build_release, machine, write_region  # noqa: E402
+from servers import ROOT, build_release, machine, write_data, write_region  # noqa: E402
 
 STEPS = [
     "step01-fork",
@@ -38,6 +40,7 @@ STEPS = [
     "step07-reverse-proxy",
 ]
 DOC = os.path.join(ROOT, "docs", "hardening.md")
+DATA = os.path.join(ROOT, "docs", "hardening.json")
 
 
 def run(script, *args):
@@ -150,10 +153,14 @@ def main():
     os.makedirs(os.path.join(ROOT, "target"), exist_ok=True)
     with open(saved, "w") as out:
         json.dump(results, out, indent=1)
-    table = render(results, machine())
+    where = machine()
+    table = render(results, where)
     print(table)
     if args.write_docs:
         write_region(DOC, "hardening_report", table)
+        command = "python3 scripts/hardening_report.py " + " ".join(sys.argv[1:])
+        write_data(DATA, "hardening_report", {"meta": {"command": command, "machine": where},
+                                              "results": results})
     return 0
 
 

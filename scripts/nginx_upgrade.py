@@ -25,8 +25,6 @@ Usage: python3 scripts/nginx_upgrade.py [--restart] [--rate 300]
 
 import argparse
 import ctypes
-import importlib.machinery
-import importlib.util
 import json
 import os
 import shutil
@@ -38,12 +36,7 @@ import time
 
 SCRIPTS = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, SCRIPTS)
-from servers import process_tree  # noqa: E402
-
-_loader = importlib.machinery.SourceFileLoader("compare", os.path.join(SCRIPTS, "compare"))
-_spec = importlib.util.spec_from_loader("compare", _loader)
-compare = importlib.util.module_from_spec(_spec)
-_loader.exec_module(compare)
+from servers import copy_site, free_port, process_tree, render_template, wait_for_port  # noqa: E402
 
 TIMELINE = [
     (2.0, signal.SIGHUP, "SIGHUP: reload"),
@@ -102,7 +95,7 @@ def start_nginx(workdir, conf, port):
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, start_new_session=True,
     )
     master_pid = int(starter.stdout.readline())
-    listening = compare.wait_for_port(port)
+    listening = wait_for_port(port)
     starter.stdin.close()
     starter.wait()
     # The shell led a new session and process group, which nginx keeps.
@@ -122,11 +115,11 @@ def main(argv):
 
     adopt_orphans()
     workdir = tempfile.mkdtemp(prefix="nginx-upgrade-")
-    port = compare.free_port()
+    port = free_port()
     for folder in ("logs", "temp"):
         os.makedirs(os.path.join(workdir, folder))
-    conf = compare.render_template("nginx.conf", workdir, port=port, workers=2, prefix=workdir,
-                                   root=compare.copy_site(workdir))
+    conf = render_template("nginx.conf", workdir, port=port, workers=2, prefix=workdir,
+                           root=copy_site(workdir), keepalive_timeout="5s")
     master_pid, group, listening = start_nginx(workdir, conf, port)
     groups, load = [group], None
     try:

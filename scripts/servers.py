@@ -3,6 +3,7 @@
 Not a command; `experiment.py`, `inflight_memory.py`, `compare` and others import it.
 """
 
+import json
 import os
 import shutil
 import signal
@@ -165,6 +166,21 @@ def write_region(path, name, text):
     with open(path, "w") as out:
         out.write(f"{head}{begin}\n{text}\n{end}{tail}")
     print(f"wrote the table into {path}")
+
+
+def write_data(path, name, report):
+    """Stores `report` under `name` in the JSON data file `path` (created if need be), beside the
+    other reports it holds: the figures a generated region shows, for the book to quote and for
+    scripts/check_book.py to check the quotes against."""
+    data = {}
+    if os.path.exists(path):
+        with open(path) as source:
+            data = json.load(source)
+    data[name] = report
+    with open(path, "w") as out:
+        json.dump(data, out, indent=1, ensure_ascii=False)
+        out.write("\n")
+    print(f"wrote the data into {path}")
 
 
 def tree_cpu_seconds(root, exclude=()):

@@ -8,10 +8,12 @@ Run: python3 -m unittest discover -s scripts/tests -v   (cargo test runs this to
 
 import importlib.machinery
 import importlib.util
+import io
 import os
 import tempfile
 import tomllib
 import unittest
+from contextlib import redirect_stderr, redirect_stdout
 
 SCRIPTS = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 loader = importlib.machinery.SourceFileLoader("make_exercise", os.path.join(SCRIPTS, "make-exercise"))
@@ -80,6 +82,45 @@ class StubTest(unittest.TestCase):
         ):
             with self.assertRaises(make_exercise.MarkerError, msg=broken):
                 make_exercise.process_file(broken, "x.rs", lambda name: True)
+
+
+class RefusalTest(unittest.TestCase):
+    """A step without an exercise has no starter: the tool says so in one line and exits 1,
+    instead of handing out the finished step with an empty list of exercises."""
+
+    def test_a_step_without_exercises_is_refused_in_one_line(self):
+        with tempfile.TemporaryDirectory() as root:
+            step = os.path.join(root, "step09-plain")
+            os.makedirs(os.path.join(step, "src"))
+            with open(os.path.join(step, "Cargo.toml"), "w") as manifest:
+                manifest.write('[package]\nname = "step09-plain"\n')
+            with open(os.path.join(step, "src", "main.rs"), "w") as source:
+                source.write("fn main() {}\n")
+            saved, make_exercise.ROOT = make_exercise.ROOT, root
+            try:
+                for argv in (["09", os.path.join(root, "out")], ["--list", "09"]):
+                    err = io.StringIO()
+                    with redirect_stderr(err), redirect_stdout(io.StringIO()):
+                        self.assertEqual(make_exercise.main(argv), 1, argv)
+                    self.assertEqual(len(err.getvalue().splitlines()), 1, err.getvalue())
+                    self.assertIn("step09-plain has no exercise", err.getvalue())
+                self.assertFalse(os.path.exists(os.path.join(root, "out")), "nothing is written")
+                err = io.StringIO()
+                with redirect_stderr(err):
+                    self.assertEqual(make_exercise.main(["08", os.path.join(root, "out")]), 2)
+                self.assertIn("the steps: step09-plain", err.getvalue())
+            finally:
+                make_exercise.ROOT = saved
+
+    def test_the_help_example_names_a_real_exercise(self):
+        for line in make_exercise.__doc__.splitlines():
+            if "--only" in line and line.strip().startswith("scripts/make-exercise"):
+                words = line.split()
+                step, name = words[1], words[words.index("--only") + 1]
+                if make_exercise.step_dir(step) is None:
+                    self.skipTest(f"{step} is not in this workspace")
+                names = [exercise.name for exercise in make_exercise.exercises_of(make_exercise.step_dir(step))]
+                self.assertIn(name, names, line)
 
 
 # A starter made by scripts/make-exercise holds one step and these scripts: the steps' own

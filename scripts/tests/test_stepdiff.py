@@ -42,9 +42,15 @@ class StepdiffTest(unittest.TestCase):
         self.assertIn("--- step03-queue-autoscale/src/queue.rs\n", lines)
         self.assertIn("+++ step04-threadpool/src/pool.rs\n", lines)
 
-    def test_an_unknown_step_is_exit_status_2(self):
-        with redirect_stderr(io.StringIO()):
+    def test_an_unknown_step_is_exit_status_2_and_the_steps_come_from_the_tree(self):
+        err = io.StringIO()
+        with redirect_stderr(err):
             self.assertEqual(stepdiff.main(["01", "99"]), 2)
+        self.assertEqual(len(err.getvalue().splitlines()), 1, err.getvalue())
+        on_disk = sorted(name for name in os.listdir(stepdiff.ROOT)
+                         if name.startswith("step") and os.path.isfile(os.path.join(stepdiff.ROOT, name, "Cargo.toml")))
+        for name in on_disk:
+            self.assertIn(name, err.getvalue())
 
 
 if __name__ == "__main__":

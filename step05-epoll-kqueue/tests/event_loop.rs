@@ -252,7 +252,10 @@ fn split_answered(clients: Vec<Client>) -> (Vec<Client>, Vec<Client>) {
 fn sigterm_lets_the_request_in_flight_finish() {
     let mut server = Server::start(BIN, &["--quiet"]);
     let addr = server.addr();
-    let in_flight = thread::spawn(move || Client::connect(addr).get("/sleep?ms=1000"));
+    // Connected here, before the signal: a client thread that a busy machine starts late would
+    // find the listener already closed.
+    let mut client = Client::connect(addr);
+    let in_flight = thread::spawn(move || client.get("/sleep?ms=1000"));
     thread::sleep(Duration::from_millis(300));
     let started = Instant::now();
     server.signal(Signal::SIGTERM);

@@ -1,9 +1,10 @@
 //! The header fields a proxy changes on the way through, and the upstream request's head
 //! written as bytes.
 //!
-//! Some fields describe one connection, not the message: `Connection` and every field it
-//! names, `Keep-Alive`, `TE`, `Trailer`, `Transfer-Encoding`, `Upgrade` and `Proxy-*`
-//! (*hop-by-hop*, RFC 9110 §7.6.1). They are about the client's connection to us, or ours to
+//! Some fields describe one connection, not the message (*hop-by-hop*): `Connection` and every
+//! field it names, `Keep-Alive`, `TE`, `Transfer-Encoding`, `Upgrade` and `Proxy-Connection`
+//! (RFC 9110 §7.6.1), and, from RFC 2616's older list, `Trailer` and the other `Proxy-*`
+//! fields. They are about the client's connection to us, or ours to
 //! the upstream, so a proxy drops them and sets its own. Passing `Transfer-Encoding` or a
 //! stale `Content-Length` along would be worse than wrong: the body's framing is how both
 //! ends find where the next message starts, and disagreeing about it is request smuggling.

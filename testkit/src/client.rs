@@ -3,10 +3,24 @@
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-/// The longest any single read may block in a test before it counts as a hang.
-const READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// The longest any single read may block before it counts as a hang, in milliseconds: 30 s in
+/// the tests; the grader, which meets servers that hang for real, waits less.
+static READ_TIMEOUT_MS: AtomicU64 = AtomicU64::new(30_000);
+
+/// Sets how long a read may block, for every connection made from now on.
+pub fn set_read_timeout(timeout: Duration) {
+    let ms = u64::try_from(timeout.as_millis())
+        .unwrap_or(u64::MAX)
+        .max(1);
+    READ_TIMEOUT_MS.store(ms, Ordering::Relaxed);
+}
+
+fn read_timeout() -> Duration {
+    Duration::from_millis(READ_TIMEOUT_MS.load(Ordering::Relaxed))
+}
 
 /// One parsed response.
 #[derive(Debug, Clone)]
@@ -65,7 +79,7 @@ impl Client {
     /// When the connection is refused or reset.
     pub fn try_connect(addr: SocketAddr) -> std::io::Result<Client> {
         let stream = TcpStream::connect(addr)?;
-        let _ = stream.set_read_timeout(Some(READ_TIMEOUT));
+        let _ = stream.set_read_timeout(Some(read_timeout()));
         let _ = stream.set_nodelay(true);
         Ok(Client {
             stream,
@@ -211,17 +225,31 @@ impl Client {
             ),
             Err(error) => !matches!(error.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut),
         };
-        let _ = self.stream.set_read_timeout(Some(READ_TIMEOUT));
+        let _ = self.stream.set_read_timeout(Some(read_timeout()));
         result && self.buf.is_empty()
     }
 }
 
 /// One `GET` on a fresh connection (`Connection: close`).
+///
+/// # Panics
+///
+/// When the connection is refused or no whole response arrives.
 pub fn get(addr: SocketAddr, path: &str) -> Response {
-    let mut client = Client::connect(addr);
-    client
-        .send(format!("GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n").as_bytes());
-    client.read_response()
+    try_get(addr, path).unwrap_or_else(|error| panic!("GET {path}: {error}"))
+}
+
+/// One `GET` on a fresh connection (`Connection: close`), for callers that count failures.
+///
+/// # Errors
+///
+/// When the connection is refused, or ends or stalls before a whole response.
+pub fn try_get(addr: SocketAddr, path: &str) -> std::io::Result<Response> {
+    let mut client = Client::try_connect(addr)?;
+    client.stream().write_all(
+        format!("GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n").as_bytes(),
+    )?;
+    client.try_read_response(false)
 }
 
 /// `SO_LINGER` with a zero timeout: closing `stream` then sends a reset, not a FIN.

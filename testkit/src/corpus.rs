@@ -9,6 +9,7 @@ use serde::Deserialize;
 
 use crate::client::Client;
 use crate::server::Server;
+use crate::target::Target;
 
 const CORPUS: &str = include_str!("../corpus/bad-input.toml");
 
@@ -143,10 +144,12 @@ pub fn run_case(server: &Server, case: &Case) -> Result<(), String> {
             return Err(format!("no answer after {:?}: {error}", started.elapsed()));
         }
         (Expect::Status(expected), Ok(response)) if response.status != *expected => {
+            let text = response.text();
+            let shown: String = text.chars().take(60).collect();
+            let more = if shown.len() < text.len() { "..." } else { "" };
             return Err(format!(
-                "expected {expected}, got {}: {:?}",
-                response.status,
-                response.text()
+                "expected {expected}, got {}: {shown:?}{more}",
+                response.status
             ));
         }
         (Expect::Status(_), Ok(_)) => {}
@@ -171,32 +174,35 @@ pub fn run_case(server: &Server, case: &Case) -> Result<(), String> {
     Ok(())
 }
 
-/// Runs the whole corpus against one server of `bin` (with `args`), checking after each case
-/// that the server still serves a normal request; panics listing every case that failed.
-pub fn run_all(bin: &str, args: &[&str]) {
-    let all: Vec<&str> = args
-        .iter()
-        .copied()
-        .chain(["--quiet", "--header-timeout-ms", HEADER_TIMEOUT_MS])
-        .collect();
-    let server = Server::start(bin, &all);
+/// Runs the whole corpus against one server of `target`, checking after each case that the
+/// server still serves a normal request; panics listing every case that failed.
+pub fn run_all(target: &Target) {
+    let server = target.start(&["--quiet", "--header-timeout-ms", HEADER_TIMEOUT_MS]);
     let mut failures = Vec::new();
     for case in cases() {
         if let Err(what) = run_case(&server, &case) {
             failures.push(format!("{}: {what}", case.name));
         }
-        let after = server.get("/");
-        if after.status != 200 {
-            failures.push(format!(
+        match crate::client::try_get(server.addr(), "/") {
+            Ok(after) if after.status == 200 => {}
+            Ok(after) => failures.push(format!(
                 "{}: a normal request afterwards got {}",
                 case.name, after.status
-            ));
+            )),
+            Err(error) => {
+                failures.push(format!(
+                    "{}: the server stopped answering ({error}); the cases after it were not run",
+                    case.name
+                ));
+                break;
+            }
         }
     }
     server.assert_no_panic();
+    let total = cases().len();
     assert!(
         failures.is_empty(),
-        "{} corpus cases failed:\n{}",
+        "{} of {total} corpus cases failed:\n{}",
         failures.len(),
         failures.join("\n")
     );

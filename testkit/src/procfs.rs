@@ -11,10 +11,11 @@ pub struct Process {
     pub state: char,
 }
 
-/// The children of `parent`, zombies included.
-pub fn children_of(parent: u32) -> Option<Vec<Process>> {
+/// Every process in `/proc`: its pid, state letter, parent and process group. A process that
+/// exits while we look is skipped.
+fn processes() -> Option<Vec<(u32, char, u32, u32)>> {
     let entries = fs::read_dir("/proc").ok()?;
-    let mut children = Vec::new();
+    let mut all = Vec::new();
     for entry in entries.flatten() {
         let Some(pid) = entry
             .file_name()
@@ -23,22 +24,31 @@ pub fn children_of(parent: u32) -> Option<Vec<Process>> {
         else {
             continue;
         };
-        // A process may exit while we look; skip it.
         let Ok(stat) = fs::read_to_string(format!("/proc/{pid}/stat")) else {
             continue;
         };
-        // `pid (comm) state ppid ...`; comm may hold spaces and parentheses, so split after
-        // the last ')'.
+        // `pid (comm) state ppid pgrp ...`; comm may hold spaces and parentheses, so split
+        // after the last ')'.
         let Some((_, rest)) = stat.rsplit_once(')') else {
             continue;
         };
         let mut fields = rest.split_whitespace();
         let state = fields.next().and_then(|s| s.chars().next()).unwrap_or('?');
-        let ppid = fields.next().and_then(|p| p.parse::<u32>().ok());
-        if ppid == Some(parent) {
-            children.push(Process { pid, state });
+        let mut number = || fields.next().and_then(|n| n.parse::<u32>().ok());
+        if let (Some(ppid), Some(pgrp)) = (number(), number()) {
+            all.push((pid, state, ppid, pgrp));
         }
     }
+    Some(all)
+}
+
+/// The children of `parent`, zombies included.
+pub fn children_of(parent: u32) -> Option<Vec<Process>> {
+    let children = processes()?
+        .into_iter()
+        .filter(|&(_, _, ppid, _)| ppid == parent)
+        .map(|(pid, state, _, _)| Process { pid, state })
+        .collect();
     Some(children)
 }
 
@@ -94,6 +104,16 @@ pub fn cpu_time(pid: u32) -> Option<Duration> {
     Some(Duration::from_micros(
         (utime + stime) * 1_000_000 / ticks_per_second,
     ))
+}
+
+/// The running processes of process group `pgid` (zombies excluded).
+pub fn group_members(pgid: u32) -> Vec<u32> {
+    processes()
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|&(_, state, _, pgrp)| pgrp == pgid && state != 'Z')
+        .map(|(pid, ..)| pid)
+        .collect()
 }
 
 /// `root` and all its descendants.

@@ -1,7 +1,7 @@
 //! Starting a step's binary and stopping it.
 
 use std::io::{BufRead, BufReader};
-use std::net::SocketAddr;
+use std::net::{SocketAddr, TcpStream};
 use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -26,6 +26,11 @@ pub struct Server {
     name: String,
     stdout: Arc<Mutex<Vec<String>>>,
     stderr: Arc<Mutex<Vec<String>>>,
+    /// `None`: dropping the server kills its group at once (tests). `Some`: `SIGTERM` first,
+    /// and this long to exit (the grader, which stops a server as its user would).
+    stop_grace: Option<Duration>,
+    /// Where the panics it printed go when it is dropped (the grader's hints).
+    panic_sink: Option<Arc<Mutex<Vec<String>>>>,
 }
 
 impl Server {
@@ -68,7 +73,30 @@ impl Server {
         command
             .envs(env.iter().copied())
             .args(["--host", "127.0.0.1", "--port", "0"])
-            .args(args)
+            .args(args);
+        let name = Path::new(bin).file_name().map_or_else(
+            || bin.to_string(),
+            |name| name.to_string_lossy().into_owned(),
+        );
+        Server::spawn(command, name, None)
+    }
+
+    /// Starts `command` (in a process group of its own, stdin closed, both pipes drained) and
+    /// waits until it is ready: its first line on stdout is the contract's `listening on`
+    /// line, or, when `port` is given (a command that was told its port), that line or a
+    /// connection accepted on `127.0.0.1:port`, whichever comes first. A server that
+    /// answers as `name` (its `Server` field and `/stats`'s `step`).
+    ///
+    /// # Errors
+    ///
+    /// A description of the failure, including what the server printed on stderr.
+    pub(crate) fn spawn(
+        mut command: Command,
+        name: String,
+        port: Option<u16>,
+    ) -> Result<Server, String> {
+        let shown = format!("{command:?}");
+        command
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -76,7 +104,7 @@ impl Server {
             .process_group(0);
         let mut child = command
             .spawn()
-            .map_err(|e| format!("cannot start {bin}: {e}"))?;
+            .map_err(|e| format!("cannot start {shown}: {e}"))?;
         let stdout = Arc::new(Mutex::new(Vec::new()));
         let stderr = Arc::new(Mutex::new(Vec::new()));
         let (first_line, first_line_rx) = mpsc::channel();
@@ -88,33 +116,77 @@ impl Server {
         if let Some(pipe) = child.stderr.take() {
             drain(pipe, Arc::clone(&stderr), None);
         }
-        let name = Path::new(bin).file_name().map_or_else(
-            || bin.to_string(),
-            |name| name.to_string_lossy().into_owned(),
-        );
         let mut server = Server {
             child,
-            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            addr: SocketAddr::from(([127, 0, 0, 1], port.unwrap_or(0))),
             name,
             stdout,
             stderr,
+            stop_grace: None,
+            panic_sink: None,
         };
-        let line = match first_line_rx.recv_timeout(START_TIMEOUT) {
-            Ok(line) => line,
-            Err(_) => {
+        let deadline = Instant::now() + START_TIMEOUT;
+        loop {
+            match first_line_rx.recv_timeout(Duration::from_millis(20)) {
+                Ok(line) => {
+                    let announced = line
+                        .strip_prefix("listening on http://")
+                        .and_then(|address| address.parse().ok());
+                    match (announced, port) {
+                        (Some(address), _) => {
+                            server.addr = address;
+                            return Ok(server);
+                        }
+                        (None, None) => {
+                            return Err(format!("unexpected first line from {shown}: {line:?}"));
+                        }
+                        // Told its port, a server may print what it likes (nginx prints
+                        // nothing): the port decides.
+                        (None, Some(_)) => {}
+                    }
+                }
+                Err(mpsc::RecvTimeoutError::Timeout) => {}
+                Err(mpsc::RecvTimeoutError::Disconnected) => {
+                    thread::sleep(Duration::from_millis(20))
+                }
+            }
+            if let Some(port) = port
+                && TcpStream::connect_timeout(
+                    &SocketAddr::from(([127, 0, 0, 1], port)),
+                    Duration::from_millis(200),
+                )
+                .is_ok()
+            {
+                return Ok(server);
+            }
+            let exited = matches!(server.child.try_wait(), Ok(Some(_)));
+            if exited || Instant::now() >= deadline {
                 let status = server.wait_exit(Duration::from_millis(200));
+                // Let the drain threads catch the last lines it printed.
+                thread::sleep(Duration::from_millis(50));
+                let waited = if port.is_some() {
+                    format!("neither said `listening on` nor accepted on port {port:?}")
+                } else {
+                    "printed no start-up line".to_string()
+                };
                 return Err(format!(
-                    "{bin} printed no start-up line (exit: {status:?}); stderr: {:?}",
+                    "{shown} {waited} (exit: {status:?}); stderr: {:?}",
                     server.stderr_lines()
                 ));
             }
-        };
-        let address = line
-            .strip_prefix("listening on http://")
-            .and_then(|address| address.parse().ok())
-            .ok_or_else(|| format!("unexpected first line from {bin}: {line:?}"))?;
-        server.addr = address;
-        Ok(server)
+        }
+    }
+
+    /// From now on, dropping the server stops it as a user would: `SIGTERM`, then, if it is
+    /// still there after `grace`, `SIGKILL` to its process group and to every process it
+    /// started (a forked child that left the group too).
+    pub fn stop_gracefully(&mut self, grace: Duration) {
+        self.stop_grace = Some(grace);
+    }
+
+    /// When the server is dropped, the panics it printed on stderr are added to `sink`.
+    pub fn report_panics_to(&mut self, sink: Arc<Mutex<Vec<String>>>) {
+        self.panic_sink = Some(sink);
     }
 
     pub fn addr(&self) -> SocketAddr {
@@ -187,14 +259,98 @@ impl Server {
 
 impl Drop for Server {
     fn drop(&mut self) {
+        let pid = Pid::from_raw(self.pid() as i32);
+        if let Some(grace) = self.stop_grace {
+            let record = self.stop_as_a_user_would(grace);
+            if let Ok(mut log) = STOPS.lock() {
+                log.push(record);
+            }
+        }
+        if let Some(sink) = &self.panic_sink
+            && let Ok(mut sink) = sink.lock()
+        {
+            sink.extend(panic_messages(&self.stderr_lines()));
+        }
         // The group id is the server's pid (`process_group(0)` above).
-        let _ = killpg(Pid::from_raw(self.pid() as i32), Signal::SIGKILL);
+        let _ = killpg(pid, Signal::SIGKILL);
         let _ = self.child.wait();
     }
 }
 
+/// How a server stopped when asked with `SIGTERM` (see [`Server::stop_gracefully`]).
+#[derive(Debug, Clone)]
+pub struct StopRecord {
+    pub pid: u32,
+    /// Its exit status, if it exited within the grace period.
+    pub exit: Option<ExitStatus>,
+    /// Processes it started that were still running once it had exited (or once the grace
+    /// was over); they were killed.
+    pub survivors: Vec<u32>,
+}
+
+/// Every graceful stop so far, for the grader's report.
+static STOPS: Mutex<Vec<StopRecord>> = Mutex::new(Vec::new());
+
+/// The graceful stops recorded so far, emptied.
+pub fn take_stop_records() -> Vec<StopRecord> {
+    STOPS
+        .lock()
+        .map(|mut log| std::mem::take(&mut *log))
+        .unwrap_or_default()
+}
+
+impl Server {
+    /// `SIGTERM` to the server, `grace` to exit, then `SIGKILL` to whatever of it is left:
+    /// its process group and every process it started, even one that left the group.
+    fn stop_as_a_user_would(&mut self, grace: Duration) -> StopRecord {
+        let pid = self.pid();
+        // Who it started, before they are orphaned and reparented.
+        let mut started = crate::procfs::tree(pid);
+        let _ = kill(Pid::from_raw(pid as i32), Signal::SIGTERM);
+        let exit = self.wait_exit(grace);
+        // A moment for what it stopped on its way out to finish exiting.
+        let settle = Instant::now() + Duration::from_millis(300);
+        let survivors = loop {
+            started.extend(crate::procfs::group_members(pid));
+            started.sort_unstable();
+            started.dedup();
+            let survivors: Vec<u32> = started
+                .iter()
+                .copied()
+                .filter(|&other| other != pid && crate::procfs::is_running(other))
+                .collect();
+            if survivors.is_empty() || Instant::now() >= settle {
+                break survivors;
+            }
+            thread::sleep(Duration::from_millis(20));
+        };
+        let _ = killpg(Pid::from_raw(pid as i32), Signal::SIGKILL);
+        for &other in &survivors {
+            let _ = kill(Pid::from_raw(other as i32), Signal::SIGKILL);
+        }
+        StopRecord {
+            pid,
+            exit,
+            survivors,
+        }
+    }
+}
+
+/// The panics among a server's stderr lines: each `panicked at` line with the message that
+/// follows it.
+fn panic_messages(lines: &[String]) -> Vec<String> {
+    let mut found = Vec::new();
+    for (index, line) in lines.iter().enumerate() {
+        if line.contains("panicked at") {
+            let message = lines.get(index + 1).map_or("", String::as_str);
+            found.push(format!("{} {message}", line.trim()));
+        }
+    }
+    found
+}
+
 /// Reads `pipe` line by line into `lines` until it closes; the first line also goes to `first`.
-fn drain(
+pub(crate) fn drain(
     pipe: impl std::io::Read + Send + 'static,
     lines: Arc<Mutex<Vec<String>>>,
     mut first: Option<mpsc::Sender<String>>,
@@ -216,39 +372,5 @@ fn drain(
 /// errors); its exit status and stderr lines. A process still running then is killed, and the
 /// test fails.
 pub fn run_to_exit(bin: &str, args: &[&str], timeout: Duration) -> (ExitStatus, Vec<String>) {
-    let mut child = Command::new(bin)
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .process_group(0)
-        .spawn()
-        .unwrap_or_else(|error| panic!("cannot run {bin}: {error}"));
-    let stderr = Arc::new(Mutex::new(Vec::new()));
-    let drained = child
-        .stderr
-        .take()
-        .map(|pipe| drain(pipe, Arc::clone(&stderr), None));
-    let deadline = Instant::now() + timeout;
-    let status = loop {
-        if let Ok(Some(status)) = child.try_wait() {
-            break status;
-        }
-        if Instant::now() >= deadline {
-            let _ = killpg(Pid::from_raw(child.id() as i32), Signal::SIGKILL);
-            let _ = child.wait();
-            panic!("{bin} {args:?} did not exit within {timeout:?}");
-        }
-        thread::sleep(Duration::from_millis(10));
-    };
-    // Let the drain thread read the last lines after the exit: it ends at the end of the pipe,
-    // unless something the binary started still holds it.
-    let read_until = Instant::now() + Duration::from_secs(2);
-    while drained.as_ref().is_some_and(|thread| !thread.is_finished())
-        && Instant::now() < read_until
-    {
-        thread::sleep(Duration::from_millis(5));
-    }
-    let lines = stderr.lock().map(|lines| lines.clone()).unwrap_or_default();
-    (status, lines)
+    crate::target::Target::binary(bin, args).run_to_exit(None, &[], timeout)
 }

@@ -1,4 +1,4 @@
-//! How a connection moves bytes: reading until `EWOULDBLOCK`, writing what the socket takes,
+//! How a connection moves bytes: reading until the socket is drained, writing what it takes,
 //! and closing, gently when the client may still be sending.
 
 use std::io::ErrorKind;
@@ -29,7 +29,7 @@ pub(super) enum Flushed {
 }
 
 impl Connection {
-    // EXERCISE: read-until-wouldblock - edge-triggered: read until EWOULDBLOCK
+    // EXERCISE: read-until-drained - read until a short read or EWOULDBLOCK shows the socket empty
     /// Reads more of the request; `Wait` when the socket has nothing now.
     pub(super) fn read_more(&mut self, cx: &mut Context) -> Step {
         loop {
@@ -54,7 +54,8 @@ impl Connection {
                     }
                     return Step::Continue;
                 }
-                // Edge-triggered: only this tells us we have read everything there is.
+                // Nothing was queued after all (the last read filled the buffer exactly, or the
+                // report was for bytes already read): wait for the next edge.
                 Err(error) if error.kind() == ErrorKind::WouldBlock => self.readable = false,
                 Err(error) if error.kind() == ErrorKind::Interrupted => {}
                 // ECONNRESET and friends: the client is gone.
