@@ -10,7 +10,10 @@ that a slow minute of a shared machine weighs on both sides of a ratio alike. Ro
   step06 (a worker per core) vs nginx, worker_processes auto:  keep-alive c100 and c1000, close c100
   step04 (a pool)            vs Apache, worker MPM:            close c100; keep-alive c100, with
                                                                how many clients are answered at all
-  step07 -> step06 upstream  vs nginx proxy_pass -> the same upstream (keepalive pool), c100
+  step07 -> step06 upstream  vs nginx proxy_pass -> the same upstream (keepalive 64 both):
+                             keep-alive c100 and close c100 (a new client connection per request,
+                             pooled upstream connections), with step07's own client; keep-alive
+                             c100 with --upstream-client reqwest; and step06 alone, directly
   idle keep-alive memory at 10 000 connections: step05, step06, nginx
 
 A row whose peer (or step) is not installed is skipped with a printed line. The servers and
@@ -20,6 +23,7 @@ Examples:
   python3 scripts/bench_vs_nginx.py                     # about 6 minutes
   python3 scripts/bench_vs_nginx.py --runs 1 --duration 2 --rows step05
   python3 scripts/bench_vs_nginx.py --write-docs        # also updates docs/performance.md
+                                                        # (and chapter 07, with the step07 rows)
 
 With --write-docs the report also goes to docs/performance.json, beside the table it fills: the
 book quotes these figures, and scripts/check_book.py checks every quote against that file.
@@ -40,6 +44,7 @@ from servers import (  # noqa: E402
 )
 
 DOC = os.path.join(ROOT, "docs", "performance.md")
+CHAPTER_07 = os.path.join(ROOT, "docs", "07-reverse-proxy.md")
 DATA = os.path.join(ROOT, "docs", "performance.json")
 
 
@@ -83,40 +88,72 @@ def comparisons(rows):
     return plan
 
 
+# Idle upstream connections per proxy worker, both proxies (nginx's `keepalive 64`).
+PROXY_KEEPALIVE = 64
+PROXY_THEIRS = "nginx proxy_pass → step06"
+
+
 def proxy_comparison(rows, runs, duration):
-    """step07 -> step06 against nginx proxy_pass -> the same step06, c100 keep-alive."""
+    """step07 -> step06 against nginx proxy_pass -> the same step06, interleaved: a list of rows
+    like the main table's, and the upstream alone (or None)."""
     if "step07" not in rows:
-        return None
+        return [], None
     if not os.path.isdir(os.path.join(ROOT, "step07-reverse-proxy")):
         print("bench_vs_nginx: skipping the step07 row: step07 is not in this workspace yet")
-        return None
+        return [], None
     template = os.path.join(ROOT, "scripts", "peers", "nginx-proxy.conf")
     if not (nginx_peer(1) and os.path.exists(template)):
         print("bench_vs_nginx: skipping the step07 row: nginx or scripts/peers/nginx-proxy.conf missing")
-        return None
+        return [], None
     with StepServer("step06-master-worker") as upstream:
+        address = f"{upstream.host}:{upstream.port}"
         config = os.path.join(ROOT, "target", "bench-vs-nginx-proxy.toml")
         os.makedirs(os.path.dirname(config), exist_ok=True)
-        # One group of one upstream, keep-alive pool of 100, as nginx-proxy.conf's upstream.
-        write_proxy_config(config, [f"{upstream.host}:{upstream.port}"])
-
-        address = f"{upstream.host}:{upstream.port}"
-        sides = [("ours", step("step07-reverse-proxy", "--config", config)),
-                 ("theirs", peer("nginx proxy_pass", nginx_proxy_peer(address, "auto"))),
-                 # And the upstream alone, without a proxy in front: what the hop costs.
-                 ("direct", None)]
+        # One group of one upstream, the same keep-alive pool as nginx-proxy.conf's upstream.
+        write_proxy_config(config, [address], keepalive=PROXY_KEEPALIVE)
+        own = step("step07-reverse-proxy", "--config", config)
+        own.label = "step07-reverse-proxy → step06"
+        simple = step("step07-reverse-proxy", "--config", config, "--upstream-client", "reqwest")
+        simple.label = "step07 --upstream-client reqwest → step06"
+        nginx = peer(PROXY_THEIRS, nginx_proxy_peer(address, "auto", PROXY_KEEPALIVE))
+        # (workload, ours, keep-alive, target ratio); theirs is nginx each time.
+        plan = [("keep-alive c100", own, True, 1.15),
+                ("close c100", own, False, 1.0),
+                ("keep-alive c100", simple, True, None)]
+        # Each (row, side) once per round, and the upstream alone (None): what the hop costs.
+        entries = [(i, side) for i in range(len(plan)) for side in ("ours", "theirs")] + [None]
 
         def measure(entry):
-            side, contender = entry
-            if contender is None:
+            if entry is None:
                 result = run_wrk(upstream.url + "/", 100, duration, keep_alive=True)
+                who, workload = "step06 direct", "keep-alive c100"
             else:
-                result = wrk_against(contender, 100, duration, keep_alive=True, warm_up=False)
-            print(f"step07 proxy {side:<6} {result['requests_per_s'] if result else 0:>10,.0f} req/s")
+                i, side = entry
+                workload, ours, keep_alive, _ = plan[i]
+                contender = ours if side == "ours" else nginx
+                result = wrk_against(contender, 100, duration, keep_alive, warm_up=False)
+                who = contender.label
+            print(f"{who:<44} {workload:<16} "
+                  f"{result['requests_per_s'] if result else 0:>10,.0f} req/s  "
+                  f"p99 {result['p99_ms'] if result else 0:7.1f} ms")
             return result
 
-        runs_of = same_run(sides, runs, measure)
-    return {side: found for (side, _), found in zip(sides, runs_of)}
+        found = dict(zip(entries, same_run(entries, runs, measure)))
+    proxied = []
+    for i, (workload, ours, _, target) in enumerate(plan):
+        mine, other = found[(i, "ours")], found[(i, "theirs")]
+        ratio = paired_ratio(mine, other)
+        if ratio is None:
+            continue
+        mine, other = medians(mine), medians(other)
+        proxied.append({
+            "ours": ours.label, "theirs": PROXY_THEIRS, "workload": workload, "target": target,
+            "ours_rps": mine["requests_per_s"], "theirs_rps": other["requests_per_s"],
+            "ratio": ratio, "ours_p99": mine["p99_ms"], "theirs_p99": other["p99_ms"],
+        })
+    direct = medians(found[None])
+    alone = {"rps": direct["requests_per_s"], "p99": direct["p99_ms"]} if direct else None
+    return proxied, alone
 
 
 def idle_memory(rows):
@@ -133,7 +170,7 @@ def idle_memory(rows):
     return found
 
 
-def render(report):
+def render(report, only_proxy=False):
     meta = report["meta"]
     lines = [
         f"Measured {meta['date']} on {meta['machine']} with `{meta['command']}`: wrk "
@@ -145,6 +182,8 @@ def render(report):
         "|---|---|---|---:|---:|---:|---:|---:|---:|",
     ]
     for row in report["rows"]:
+        if only_proxy and "→" not in row["ours"]:
+            continue
         ratio = row["ratio"]
         target = f"≥ {row['target']:g}×" if row["target"] else "(measured)"
         met = "" if row["target"] is None else (" ✓" if ratio >= row["target"] else " ✗")
@@ -152,24 +191,28 @@ def render(report):
             f"| {row['ours']} | {row['theirs']} | {row['workload']} | {row['ours_rps']:,.0f} | "
             f"{row['theirs_rps']:,.0f} | {ratio:.2f}×{met} | {target} | {row['ours_p99']:.1f} | {row['theirs_p99']:.1f} |"
         )
+    if only_proxy:
+        return "\n".join(lines + proxy_lines(report))
     for row in report.get("fairness", []):
         lines.append("")
         lines.append(f"Keep-alive c100, who is answered at all ({row['duration_s']} s): "
                      f"{row['server']} answered {row['answered']} of {row['clients']} clients.")
-    if report.get("proxy"):
-        p = report["proxy"]
-        lines += ["", f"step07 → step06 against nginx `proxy_pass` → the same step06 (keep-alive c100): "
-                      f"{p['ours_rps']:,.0f} against {p['theirs_rps']:,.0f} req/s ({p['ratio']:.2f}×, target ≥ 1.0×); "
-                      f"p99 {p['ours_p99']:.1f} against {p['theirs_p99']:.1f} ms."]
-        if "direct_rps" in p:
-            lines += ["", f"The same step06 without a proxy in front, same run: {p['direct_rps']:,.0f} req/s, "
-                          f"p99 {p['direct_p99']:.1f} ms: through step07, {p['ours_of_direct']:.2f}× of "
-                          f"direct; through nginx, {p['theirs_of_direct']:.2f}×."]
+    lines += proxy_lines(report)
     if report.get("idle"):
         lines += ["", "| idle keep-alive connections | processes | bytes per connection (RSS) |", "|---|---:|---:|"]
         for row in report["idle"]:
             lines.append(f"| {row['server']}, {row['connections']:,} | {row['processes']} | {row['bytes_per_connection']} |")
     return "\n".join(lines)
+
+
+def proxy_lines(report):
+    """The sentence on the upstream reached directly, in the same run as the proxies."""
+    alone = report.get("proxy_direct")
+    if not (alone and "ours_of_direct" in alone):
+        return []
+    return ["", f"The same step06 without a proxy in front, same run: {alone['rps']:,.0f} req/s, "
+                f"p99 {alone['p99']:.1f} ms: through step07, {alone['ours_of_direct']:.2f}× of "
+                f"direct; through nginx, {alone['theirs_of_direct']:.2f}×."]
 
 
 def main():
@@ -222,18 +265,15 @@ def main():
                     counts = answers_per_client(server.host, server.port, clients, args.duration)
                 report["fairness"].append({"server": contender.label, "clients": clients,
                                            "answered": sum(1 for c in counts if c), "duration_s": args.duration})
-    proxy = proxy_comparison(rows, args.runs, args.duration)
-    if proxy and paired_ratio(proxy["ours"], proxy["theirs"]):
-        mine, other = medians(proxy["ours"]), medians(proxy["theirs"])
-        report["proxy"] = {"ours_rps": mine["requests_per_s"], "theirs_rps": other["requests_per_s"],
-                           "ratio": paired_ratio(proxy["ours"], proxy["theirs"]),
-                           "ours_p99": mine["p99_ms"], "theirs_p99": other["p99_ms"]}
-        direct = medians(proxy["direct"])
-        if direct:
-            report["proxy"]["direct_rps"] = direct["requests_per_s"]
-            report["proxy"]["direct_p99"] = direct["p99_ms"]
-            report["proxy"]["ours_of_direct"] = report["proxy"]["ours_rps"] / report["proxy"]["direct_rps"]
-            report["proxy"]["theirs_of_direct"] = report["proxy"]["theirs_rps"] / report["proxy"]["direct_rps"]
+    proxied, alone = proxy_comparison(rows, args.runs, args.duration)
+    report["rows"] += proxied
+    if alone:
+        own = next((row for row in proxied if row["workload"] == "keep-alive c100"
+                    and row["ours"] == "step07-reverse-proxy → step06"), None)
+        if own:
+            alone["ours_of_direct"] = own["ours_rps"] / alone["rps"]
+            alone["theirs_of_direct"] = own["theirs_rps"] / alone["rps"]
+        report["proxy_direct"] = alone
     report["idle"] = idle_memory(rows)
 
     table = render(report)
@@ -243,6 +283,8 @@ def main():
         json.dump(report, out, indent=1)
     if args.write_docs:
         write_region(DOC, "bench_vs_nginx", table)
+        if any("→" in row["ours"] for row in report["rows"]):
+            write_region(CHAPTER_07, "bench_vs_nginx_step07", render(report, only_proxy=True))
         write_data(DATA, "bench_vs_nginx", report)
     return 0
 

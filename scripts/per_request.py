@@ -13,9 +13,14 @@ Three ways to look, one per mode:
                 kernel). --top N also lists the N costliest functions.
   cpu           wrk against a running server (2 threads, 100 clients, --duration s), and the
                 CPU time its processes spent, from /proc, split into user space and kernel,
-                per request. By default step07 and nginx `proxy_pass` in front of the same
-                step06 (--perf also profiles step07's worker with `perf record`), then that
-                step06 alone. With --close, step05 and step06 against nginx (1 worker, auto)
+                per request. By default step07 (its own client, then `--upstream-client
+                reqwest`) and nginx `proxy_pass` in front of the same step06, the same
+                keep-alive pool each, then that step06 alone, --runs times interleaved, each
+                figure the median (--perf also profiles step07's worker with `perf record`,
+                first run; --new-connections gives the proxies a new client connection per
+                request, their upstream connections still pooled; --write-docs puts the
+                table into docs/performance.md and chapter 07, its figures into
+                docs/performance.json). With --close, step05 and step06 against nginx (1 worker, auto)
                 serving the hello page themselves, a new connection per request, and the
                 system calls each makes per request under that load (perf's tracepoints):
                 where a short connection's time goes. --write-docs puts that table into
@@ -29,7 +34,8 @@ Examples:
   python3 scripts/per_request.py syscalls step05-epoll-kqueue
   python3 scripts/per_request.py syscalls step05-epoll-kqueue --trace
   python3 scripts/per_request.py instructions step05-epoll-kqueue --top 12
-  python3 scripts/per_request.py cpu --perf
+  python3 scripts/per_request.py cpu --perf --runs 1
+  python3 scripts/per_request.py cpu --new-connections
   python3 scripts/per_request.py cpu --close
 """
 
@@ -39,6 +45,7 @@ import os
 import re
 import shutil
 import signal
+import statistics
 import socket
 import subprocess
 import sys
@@ -54,6 +61,12 @@ from servers import (  # noqa: E402
 )
 
 CHAPTER = os.path.join(ROOT, "docs", "05-event-loop.md")
+# The proxies' table, in two pages, and its figures.
+PROXY_DOCS = [os.path.join(ROOT, "docs", "performance.md"), os.path.join(ROOT, "docs", "07-reverse-proxy.md")]
+PROXY_DATA = os.path.join(ROOT, "docs", "performance.json")
+# One proxy worker serves all 100 clients by default: room in the pool for each client's upstream
+# connection, on both sides (nginx's `keepalive` is per worker too).
+PROXY_KEEPALIVE = 128
 # The figures the chapter's table shows, beside it (scripts/check_book.py checks them).
 CHAPTER_DATA = os.path.join(ROOT, "docs", "05-event-loop.json")
 KEEP_ALIVE = b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
@@ -284,6 +297,69 @@ def close_table(report):
     return "\n".join(lines)
 
 
+def proxy_table(meta, rows):
+    """The proxies' table: CPU per request of step07 (both clients) and nginx, and the upstream."""
+    lines = [
+        f"Measured {meta['date']} on {meta['machine']} with `{meta['command']}`: wrk `-t2 -c100`, "
+        f"{meta['load']} between the clients and the proxy, {meta['duration_s']} s per run, {meta['workers']} proxy worker(s), each figure "
+        f"the median of {meta['runs']} interleaved runs. The proxies, the upstream and wrk share the cores.",
+        "",
+        "| | req/s | user µs per request | kernel µs per request | total |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for row in rows:
+        total = row["user_us"] + row["kernel_us"]
+        lines.append(f"| {row['label']} | {row['requests_per_s']:,.0f} | {row['user_us']:.1f} | "
+                     f"{row['kernel_us']:.1f} | {total:.1f} |")
+    return "\n".join(lines)
+
+
+def proxy_cpu(args):
+    """step07 with each client and nginx proxy_pass in front of one step06, then step06 alone."""
+    build_release(["step06-master-worker", "step07-reverse-proxy"])
+    load = "Connection: close" if args.new_connections else "keep-alive"
+    keep_alive = not args.new_connections
+    print(f"wrk -t2 -c100 {load}, {args.duration} s each, {args.runs} runs; {machine()}")
+    results = {}
+    with StepServer("step06-master-worker") as upstream:
+        address = f"{upstream.host}:{upstream.port}"
+        upstream_pids = set(process_tree(upstream.pid))
+        config = write_proxy_config(os.path.join(ROOT, "target", "cpu-per-request.toml"), [address],
+                                    keepalive=PROXY_KEEPALIVE)
+        options = ["--config", config, "--workers", args.workers]
+        proxies = [
+            ("step07 → step06 (own client)", lambda: StepServer("step07-reverse-proxy", options)),
+            ("step07 → step06 (reqwest)", lambda: StepServer(
+                "step07-reverse-proxy", options + ["--upstream-client", "reqwest"])),
+            ("nginx `proxy_pass` → step06", lambda: PeerServer(
+                "nginx proxy_pass", nginx_proxy_peer(address, args.workers, PROXY_KEEPALIVE))),
+        ]
+        for run in range(args.runs):
+            for i, (label, start) in enumerate(proxies):
+                with start() as server:
+                    perf = args.perf and run == 0 and i == 0
+                    results.setdefault(label, []).append(
+                        cpu_of(label, server, args.duration, upstream_pids, perf, keep_alive))
+            results.setdefault("step06 alone", []).append(cpu_of("step06 alone", upstream, args.duration))
+    rows = [{"label": label, **{key: statistics.median(r[key] for r in runs)
+                                for key in ("requests_per_s", "user_us", "kernel_us")}}
+            for label, runs in results.items()]
+    meta = {"date": datetime.date.today().isoformat(), "machine": machine(),
+            "command": "python3 scripts/per_request.py " + " ".join(sys.argv[1:]),
+            "runs": args.runs, "duration_s": args.duration, "workers": args.workers, "load": load}
+    table = proxy_table(meta, rows)
+    print("\n" + table)
+    if args.json:
+        print(json.dumps({"meta": meta, "rows": rows}))
+    if args.write_docs:
+        region = "cpu_per_request_close" if args.new_connections else "cpu_per_request"
+        write_region(PROXY_DOCS[0], region, table)
+        if not args.new_connections:
+            write_region(PROXY_DOCS[1], region, table)
+        write_data(PROXY_DATA, region, {"meta": meta, "rows": rows})
+    return 0
+
+
 def cpu(args):
     if not nginx_peer(1):
         sys.exit("per_request: the cpu mode needs nginx (apt-get install nginx-light)")
@@ -306,17 +382,7 @@ def cpu(args):
             with server:
                 rows.append(cpu_of(label, server, args.duration, keep_alive=False, syscalls=syscalls))
     else:
-        build_release(["step06-master-worker", "step07-reverse-proxy"])
-        print(f"wrk -t2 -c100 keep-alive, {args.duration} s each; {machine()}")
-        with StepServer("step06-master-worker") as upstream:
-            address = f"{upstream.host}:{upstream.port}"
-            upstream_pids = set(process_tree(upstream.pid))
-            config = write_proxy_config(os.path.join(ROOT, "target", "cpu-per-request.toml"), [address])
-            with StepServer("step07-reverse-proxy", ["--config", config, "--workers", args.workers]) as ours:
-                rows.append(cpu_of("step07 -> step06", ours, args.duration, upstream_pids, args.perf))
-            with PeerServer("nginx proxy_pass", nginx_proxy_peer(address, args.workers)) as theirs:
-                rows.append(cpu_of("nginx proxy_pass -> step06", theirs, args.duration, upstream_pids))
-            rows.append(cpu_of("step06 alone", upstream, args.duration))
+        return proxy_cpu(args)
     report = {"date": datetime.date.today().isoformat(), "machine": machine(),
               "command": "python3 scripts/per_request.py " + " ".join(sys.argv[1:]),
               "duration_s": args.duration, "rows": rows}
@@ -350,14 +416,18 @@ def main(argv=None):
     mode = modes.add_parser("cpu", help="CPU time per request, user and kernel, against nginx (wrk)",
                             description="CPU time per request, user and kernel, ours against nginx")
     mode.add_argument("--duration", type=int, default=5, help="seconds of load (default 5)")
-    mode.add_argument("--workers", default="1", help="proxy workers, both sides (default 1)")
+    mode.add_argument("--runs", type=int, default=3, help="proxies: interleaved runs, medians kept (default 3)")
+    mode.add_argument("--workers", default="1", help="proxy workers, every proxy (default 1)")
     mode.add_argument("--perf", action="store_true", help="also profile step07's worker with perf")
+    mode.add_argument("--new-connections", action="store_true",
+                      help="the proxies with a new client connection per request")
     mode.add_argument("--close", action="store_true",
                       help="step05 and step06 against nginx, serving themselves, a connection per request")
     mode.add_argument("--before", metavar="PATH",
                       help="with --close: an older build of step05 measured first, as `step05, before`")
     mode.add_argument("--write-docs", action="store_true",
-                      help=f"with --close: put the table into {os.path.relpath(CHAPTER, ROOT)}")
+                      help=f"put the table into {os.path.relpath(CHAPTER, ROOT)} (with --close) "
+                      "or docs/performance.md and chapter 07 (the proxies)")
     mode.add_argument("--json", action="store_true", help="also print the rows as one JSON object")
     args = parser.parse_args(argv)
     if args.mode != "cpu" and not args.binary:

@@ -421,31 +421,34 @@ class PeerServer:
         self.stop()
 
 
-def nginx_proxy_peer(upstream, workers):
+def nginx_proxy_peer(upstream, workers, keepalive=64):
     """A `start(port, workdir)` for PeerServer: nginx `proxy_pass` to `upstream` ("IP:port")
-    with `workers` worker processes, from scripts/peers/nginx-proxy.conf."""
+    with `workers` worker processes and `keepalive` idle upstream connections per worker, from
+    scripts/peers/nginx-proxy.conf."""
 
     def start(port, workdir):
         os.makedirs(os.path.join(workdir, "logs"), exist_ok=True)
         os.makedirs(os.path.join(workdir, "temp"), exist_ok=True)
         conf = render_template("nginx-proxy.conf", workdir, port=port, workers=workers,
-                               prefix=workdir, upstream=upstream)
+                               prefix=workdir, upstream=upstream, keepalive=keepalive)
         return subprocess.Popen(["nginx", "-p", workdir, "-c", conf], stdout=subprocess.DEVNULL,
                                 stderr=subprocess.DEVNULL, start_new_session=True)
 
     return start
 
 
-def write_proxy_config(path, upstreams, upstream_header=False):
+def write_proxy_config(path, upstreams, upstream_header=False, keepalive=64):
     """Writes a step 07 configuration (for `--config`) to `path`: one route, `/`, to one
-    round-robin group of `upstreams` ("IP:port" each), with step 07's default timeouts and
-    keep-alive pool. Returns `path`. Without a configuration, step 07 runs its demo instead
-    (three upstreams of its own), which is fine for a try but not for a comparison with nginx
-    in front of the same upstream."""
+    round-robin group of `upstreams` ("IP:port" each), with step 07's default timeouts and a
+    keep-alive pool of `keepalive` idle connections per upstream and worker (nginx's
+    `keepalive`, the same in nginx_proxy_peer). Returns `path`. Without a configuration, step
+    07 runs its demo instead (three upstreams of its own), which is fine for a try but not for
+    a comparison with nginx in front of the same upstream."""
     listed = ", ".join(f'"{address}"' for address in upstreams)
     with open(path, "w") as out:
         out.write("[proxy]\n"
-                  f"upstream_header = {'true' if upstream_header else 'false'}\n\n"
+                  f"upstream_header = {'true' if upstream_header else 'false'}\n"
+                  f"keepalive = {keepalive}\n\n"
                   '[[route]]\nprefix = "/"\ngroup = "app"\n\n'
                   f'[group.app]\nstrategy = "round_robin"\nupstreams = [{listed}]\n')
     return path

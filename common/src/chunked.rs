@@ -1,10 +1,12 @@
-//! An incremental decoder for `Transfer-Encoding: chunked` request bodies (RFC 9112 §7.1).
+//! `Transfer-Encoding: chunked` (RFC 9112 §7.1): an incremental decoder, and the two writers
+//! that frame data the same way.
 //!
-//! Like the head parser it is pure: feed it whatever bytes arrived and it says how many it
-//! consumed and whether the body has ended. The bytes after the last chunk belong to the next
-//! request, so the decoder never consumes past the end of its body. Framing is strict (CRLF
-//! line ends, bounded sizes and extensions): a lenient chunk parser is how request smuggling
-//! slips a second request past a front end.
+//! Like the head parser the decoder is pure: feed it whatever bytes arrived and it says how
+//! many it consumed and whether the body has ended. The bytes after the last chunk belong to
+//! the next message, so the decoder never consumes past the end of its body. Framing is strict
+//! (CRLF line ends, bounded sizes and extensions): a lenient chunk parser is how request
+//! smuggling slips a second request past a front end. The trailer section after the last chunk
+//! is kept as received ([`ChunkedDecoder::trailers`]), for a proxy that passes it on.
 
 use std::fmt;
 
@@ -45,11 +47,12 @@ enum State {
     Done,
 }
 
-/// Decodes one chunked body; make a new one per request.
+/// Decodes one chunked body; make a new one per message.
 #[derive(Debug, Clone)]
 pub struct ChunkedDecoder {
     state: State,
-    trailer_bytes: usize,
+    /// The trailer fields' lines, each ending in CRLF (empty without trailers: no allocation).
+    trailers: Vec<u8>,
 }
 
 /// The body is not valid chunked framing. The connection must close: we no longer know where
@@ -75,13 +78,20 @@ impl ChunkedDecoder {
     pub fn new() -> Self {
         ChunkedDecoder {
             state: State::Size { size: 0, digits: 0 },
-            trailer_bytes: 0,
+            trailers: Vec::new(),
         }
     }
 
     /// Whether the last chunk and the trailer section have been read.
     pub fn is_done(&self) -> bool {
         self.state == State::Done
+    }
+
+    /// The trailer section, field lines as received, each ending in CRLF; empty when the body
+    /// had none. Only field lines' framing is checked here: see
+    /// [`crate::body::for_each_trailer`] for their syntax.
+    pub fn trailers(&self) -> &[u8] {
+        &self.trailers
     }
 
     /// Consumes framing and data from `input`, handing chunk data to `on_data`, and returns how
@@ -155,17 +165,50 @@ impl ChunkedDecoder {
                 return Err(ChunkedError("bare LF"));
             }
             (State::TrailerStart | State::TrailerLine, _) => {
-                self.trailer_bytes += 1;
-                if self.trailer_bytes > MAX_TRAILER_BYTES {
+                if self.trailers.len() >= MAX_TRAILER_BYTES {
                     return Err(ChunkedError("trailer section too large"));
                 }
+                self.trailers.push(byte);
                 State::TrailerLine
             }
-            (State::TrailerLf, b'\n') => State::TrailerStart,
+            (State::TrailerLf, b'\n') => {
+                self.trailers.extend_from_slice(b"\r\n");
+                State::TrailerStart
+            }
             (State::FinalLf, b'\n') => State::Done,
             _ => return Err(ChunkedError("expected CRLF")),
         })
     }
+}
+
+/// Appends `data` as one chunk. Empty data writes nothing: an empty chunk would be the last.
+pub fn write_chunk(out: &mut Vec<u8>, data: &[u8]) {
+    if data.is_empty() {
+        return;
+    }
+    let mut digits = [0u8; 16];
+    let mut at = digits.len();
+    let mut size = data.len();
+    loop {
+        at -= 1;
+        digits[at] = b"0123456789abcdef"[size % 16];
+        size /= 16;
+        if size == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[at..]);
+    out.extend_from_slice(b"\r\n");
+    out.extend_from_slice(data);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Appends the last chunk, the `trailers` (field lines each ending in CRLF, as
+/// [`ChunkedDecoder::trailers`] keeps them) and the blank line that ends the body.
+pub fn write_last_chunk(out: &mut Vec<u8>, trailers: &[u8]) {
+    out.extend_from_slice(b"0\r\n");
+    out.extend_from_slice(trailers);
+    out.extend_from_slice(b"\r\n");
 }
 
 #[cfg(test)]
@@ -186,6 +229,37 @@ mod tests {
         assert_eq!(data, b"hello, world");
         assert!(done);
         assert_eq!(&input[used..], b"GET / HTTP/1.1");
+    }
+
+    #[test]
+    fn keeps_the_trailers_as_received() {
+        let input = b"2\r\nhi\r\n0\r\nX-Sum: 1\r\nX-Two: b c\r\n\r\n";
+        let mut decoder = ChunkedDecoder::new();
+        let used = decoder.feed(input, |_| {}).unwrap();
+        assert_eq!(used, input.len());
+        assert_eq!(decoder.trailers(), b"X-Sum: 1\r\nX-Two: b c\r\n");
+        let (_, _, done) = decode(b"0\r\n\r\n").unwrap();
+        assert!(done);
+        assert!(ChunkedDecoder::new().trailers().is_empty());
+    }
+
+    #[test]
+    fn what_the_writers_write_the_decoder_reads() {
+        let mut out = Vec::new();
+        write_chunk(&mut out, b"hello");
+        write_chunk(&mut out, &[7u8; 300]);
+        write_chunk(&mut out, b"");
+        write_last_chunk(&mut out, b"X-Sum: 9\r\n");
+        assert!(out.starts_with(b"5\r\nhello\r\n12c\r\n"));
+        let mut decoder = ChunkedDecoder::new();
+        let mut data = Vec::new();
+        assert_eq!(
+            decoder.feed(&out, |d| data.extend_from_slice(d)),
+            Ok(out.len())
+        );
+        assert!(decoder.is_done());
+        assert_eq!(data.len(), 305);
+        assert_eq!(decoder.trailers(), b"X-Sum: 9\r\n");
     }
 
     #[test]

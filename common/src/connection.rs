@@ -14,14 +14,14 @@ use std::time::{Duration, Instant};
 use crate::chunked::ChunkedDecoder;
 use crate::log;
 use crate::parse::{BodyFraming, parse_head};
-use crate::response::Response;
+use crate::response::{CONTINUE, Response};
 use crate::signals::Signals;
 use crate::site::Site;
 use crate::wait::wait_readable;
 
-/// How long we keep reading, and dropping, what a client still sends after we answered and
-/// decided to close (see [`Connection::linger_and_close`]).
-const LINGER: Duration = Duration::from_secs(2);
+/// How long a server keeps reading, and dropping, what a client still sends after it answered
+/// and decided to close (see [`Connection::linger_and_close`]): every step's lingering close.
+pub const LINGER: Duration = Duration::from_secs(2);
 
 /// How much one `read` takes from the socket.
 const READ_CHUNK: usize = 8 * 1024;
@@ -217,7 +217,7 @@ impl<'c> Connection<'c> {
         if expect_continue && self.buf.is_empty() {
             // The client waits for our go-ahead before sending the body (RFC 9110 §10.1.1).
             self.stream
-                .write_all(b"HTTP/1.1 100 Continue\r\n\r\n")
+                .write_all(CONTINUE)
                 .map_err(|_| BodyError::Closed)?;
         }
         match body {

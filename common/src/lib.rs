@@ -11,11 +11,16 @@
 //! - [`listen`]: binding with a real backlog, the `listening on` start-up line, and the
 //!   blocking steps' accept loop (which never spins when descriptors run out).
 //! - [`limits`]: raising the limit on open descriptors, which is the limit on connections.
-//! - [`parse`]: incremental request-head parsing with `httparse`, and body framing rules.
-//! - [`chunked`]: an incremental decoder for chunked request bodies.
+//! - [`parse`]: incremental request-head parsing with `httparse`, body framing rules, and the
+//!   keep-alive decision ([`parse::keeps_alive`]).
+//! - [`chunked`]: an incremental decoder for chunked bodies, and the chunk writers.
+//! - [`body`]: [`body::BodyDecoder`], a body decoded by its framing (length, chunks, until
+//!   close), without I/O.
+//! - [`response_head`]: response heads parsed with `httparse`, for a proxy's upstream side.
 //! - [`site`]: the routes ([`Site`]); a request becomes a [`Reply`], a response plus a delay,
 //!   never a sleep, so that an event loop can serve the same site with timers.
-//! - [`response`]: status line, headers and body on the wire.
+//! - [`response`]: status line, headers and body on the wire ([`response::HeadWriter`]), and
+//!   the `100 Continue` line.
 //! - [`date`]: the `Date` header, formatted at most once a second.
 //! - [`connection`]: the blocking loop of steps 01–04 ([`serve_connection`]): keep-alive,
 //!   pipelining, timeouts, errors; and [`refuse`], a 503 for a connection nobody can serve.
@@ -25,6 +30,7 @@
 //! - [`log`]: the access log and error lines.
 
 pub mod args;
+pub mod body;
 pub mod chunked;
 pub mod connection;
 pub mod date;
@@ -34,6 +40,7 @@ pub mod log;
 pub mod parse;
 pub mod process;
 pub mod response;
+pub mod response_head;
 pub mod signals;
 pub mod site;
 pub mod wait;

@@ -162,7 +162,7 @@ pub fn parse_head(buf: &[u8]) -> Result<Option<RequestHead<'_>>, ParseError> {
     // Uninitialised slots: httparse writes the headers it finds and we read only those. Zeroing
     // 100 slots (3.2 KiB) on every call was a quarter of a keep-alive request's instructions in
     // user space (callgrind, see docs/performance.md).
-    let mut headers = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
+    let mut headers = field_slots();
     let mut request = httparse::Request::new(&mut []);
     let len = match request.parse_with_uninit_headers(buf, &mut headers) {
         Ok(httparse::Status::Complete(len)) if len <= MAX_HEAD_BYTES => len,
@@ -186,8 +186,7 @@ pub fn parse_head(buf: &[u8]) -> Result<Option<RequestHead<'_>>, ParseError> {
     };
 
     let mut framing = Framing::default();
-    let mut connection_close = false;
-    let mut connection_keep_alive = false;
+    let mut connection = ConnectionOptions::default();
     let mut expect_continue = false;
     let mut if_none_match = None;
     let mut host = None;
@@ -199,10 +198,7 @@ pub fn parse_head(buf: &[u8]) -> Result<Option<RequestHead<'_>>, ParseError> {
         } else if name.eq_ignore_ascii_case("transfer-encoding") {
             framing.transfer_encoding(value);
         } else if name.eq_ignore_ascii_case("connection") {
-            for token in list_tokens(value) {
-                connection_close |= token.eq_ignore_ascii_case(b"close");
-                connection_keep_alive |= token.eq_ignore_ascii_case(b"keep-alive");
-            }
+            connection.add(value);
         } else if name.eq_ignore_ascii_case("host") {
             if host.is_some() {
                 return Err(ParseError::Malformed("more than one Host header"));
@@ -233,7 +229,7 @@ pub fn parse_head(buf: &[u8]) -> Result<Option<RequestHead<'_>>, ParseError> {
         method,
         target,
         version,
-        keep_alive: !connection_close && (version == Version::Http11 || connection_keep_alive),
+        keep_alive: keeps_alive(version, connection),
         body,
         expect_continue: expect_continue && body != BodyFraming::None,
         if_none_match,
@@ -242,36 +238,91 @@ pub fn parse_head(buf: &[u8]) -> Result<Option<RequestHead<'_>>, ParseError> {
     }))
 }
 
-/// Calls `field(name, value)` for each header line of a head that [`parse_head`] accepted, in
-/// order, with the value's surrounding white space trimmed. The reverse proxy (step07) forwards
-/// the fields, so it needs all of them, not only the few [`RequestHead`] keeps.
-///
-/// The same `httparse` call reads them again, so they are exactly the fields `parse_head`
-/// judged: no second parser with its own idea of where a header ends. A buffer `parse_head`
-/// did not accept yields no fields.
-pub fn for_each_field<'b>(head: &'b [u8], mut field: impl FnMut(&'b str, &'b [u8])) {
-    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut request = httparse::Request::new(&mut headers);
-    if let Ok(httparse::Status::Complete(_)) = request.parse(head) {
-        for header in request.headers.iter() {
-            field(header.name, trim_ows(header.value));
+/// What the `Connection` fields of a message said (RFC 9110 §7.6.1), for the decisions a
+/// server or proxy makes from them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ConnectionOptions {
+    pub close: bool,
+    pub keep_alive: bool,
+    /// `upgrade`: the message asks for (or, in a 101, agrees to) another protocol.
+    pub upgrade: bool,
+}
+
+impl ConnectionOptions {
+    /// Notes the tokens of one `Connection` value (a field may appear more than once).
+    pub fn add(&mut self, value: &[u8]) {
+        for token in list_tokens(value) {
+            self.close |= token.eq_ignore_ascii_case(b"close");
+            self.keep_alive |= token.eq_ignore_ascii_case(b"keep-alive");
+            self.upgrade |= token.eq_ignore_ascii_case(b"upgrade");
         }
     }
 }
 
-/// What the framing headers said, collected over all header lines before deciding.
+/// The keep-alive decision for one message (RFC 9112 §9.3): an HTTP/1.1 connection stays open
+/// unless the message says `Connection: close`; an HTTP/1.0 one closes unless it says
+/// `Connection: keep-alive`. Requests and responses alike: each side may end it.
+pub fn keeps_alive(version: Version, connection: ConnectionOptions) -> bool {
+    !connection.close && (version == Version::Http11 || connection.keep_alive)
+}
+
+/// Room for a head's fields, filled by `httparse`: on the stack and never zeroed (see
+/// [`parse_head`] for why that matters).
+pub type FieldSlots<'b> = [MaybeUninit<httparse::Header<'b>>; MAX_HEADERS];
+
+/// Empty room for a head's fields.
+pub fn field_slots<'b>() -> FieldSlots<'b> {
+    [const { MaybeUninit::uninit() }; MAX_HEADERS]
+}
+
+/// The header fields of a head that [`parse_head`] accepted, in order, names and values as
+/// received (values untrimmed: see [`trimmed`]). The reverse proxy (step07) forwards the
+/// fields, so it needs all of them, not only the few [`RequestHead`] keeps.
+///
+/// The same `httparse` call reads them again, so they are exactly the fields `parse_head`
+/// judged: no second parser with its own idea of where a header ends. A buffer `parse_head`
+/// did not accept yields no fields.
+pub fn fields<'b, 'h>(head: &'b [u8], slots: &'h mut FieldSlots<'b>) -> &'h [httparse::Header<'b>] {
+    let mut request = httparse::Request::new(&mut []);
+    match request.parse_with_uninit_headers(head, slots) {
+        Ok(httparse::Status::Complete(_)) => request.headers,
+        _ => &[],
+    }
+}
+
+/// Calls `field(name, value)` for each header line of a head that [`parse_head`] accepted, in
+/// order, with the value's surrounding white space trimmed (see [`fields`]).
+pub fn for_each_field<'b>(head: &'b [u8], mut field: impl FnMut(&'b str, &'b [u8])) {
+    let mut slots = field_slots();
+    for header in fields(head, &mut slots) {
+        field(header.name, trim_ows(header.value));
+    }
+}
+
+/// A field value without the optional white space around it.
+pub fn trimmed(value: &[u8]) -> &[u8] {
+    trim_ows(value)
+}
+
+/// What the framing headers said, collected over all header lines before deciding (for
+/// requests here, for responses in [`crate::response_head`]).
 #[derive(Default)]
-struct Framing {
-    content_length: Option<u64>,
+pub(crate) struct Framing {
+    pub(crate) content_length: Option<u64>,
     /// Whether any `Transfer-Encoding` line was present, even an empty one.
-    transfer_encoding: bool,
+    pub(crate) transfer_encoding: bool,
     codings: usize,
     chunked_seen: usize,
     last_is_chunked: bool,
 }
 
 impl Framing {
-    fn content_length(&mut self, value: &[u8]) -> Result<(), ParseError> {
+    /// Whether `Transfer-Encoding` is exactly `chunked`: one coding, chunked, said once.
+    pub(crate) fn only_chunked(&self) -> bool {
+        self.codings == 1 && self.chunked_seen == 1 && self.last_is_chunked
+    }
+
+    pub(crate) fn content_length(&mut self, value: &[u8]) -> Result<(), ParseError> {
         let length =
             parse_content_length(value).ok_or(ParseError::Malformed("invalid Content-Length"))?;
         match self.content_length {
@@ -287,7 +338,7 @@ impl Framing {
         }
     }
 
-    fn transfer_encoding(&mut self, value: &[u8]) {
+    pub(crate) fn transfer_encoding(&mut self, value: &[u8]) {
         self.transfer_encoding = true;
         for coding in list_tokens(value) {
             self.codings += 1;
@@ -376,7 +427,7 @@ fn is_host_byte(byte: u8) -> bool {
 }
 
 /// `Content-Length` is 1*DIGIT (RFC 9110 §8.6): no sign, no spaces inside, no list, no overflow.
-fn parse_content_length(value: &[u8]) -> Option<u64> {
+pub(crate) fn parse_content_length(value: &[u8]) -> Option<u64> {
     if value.is_empty() || value.len() > 19 {
         return None;
     }
@@ -388,7 +439,7 @@ fn parse_content_length(value: &[u8]) -> Option<u64> {
 }
 
 /// The non-empty, trimmed elements of a comma-separated header value.
-fn list_tokens(value: &[u8]) -> impl Iterator<Item = &[u8]> {
+pub(crate) fn list_tokens(value: &[u8]) -> impl Iterator<Item = &[u8]> {
     value
         .split(|&byte| byte == b',')
         .map(trim_ows)
@@ -396,7 +447,7 @@ fn list_tokens(value: &[u8]) -> impl Iterator<Item = &[u8]> {
 }
 
 /// Removes optional white space (spaces and tabs) from both ends.
-fn trim_ows(value: &[u8]) -> &[u8] {
+pub(crate) fn trim_ows(value: &[u8]) -> &[u8] {
     let is_ows = |byte: &u8| *byte == b' ' || *byte == b'\t';
     let start = value.iter().position(|b| !is_ows(b)).unwrap_or(value.len());
     let end = value

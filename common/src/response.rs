@@ -63,43 +63,90 @@ impl Response {
         out: &mut Vec<u8>,
     ) {
         out.reserve(160 + self.body.len());
-        out.extend_from_slice(b"HTTP/1.1 ");
-        push_decimal(out, u64::from(self.status));
-        out.push(b' ');
-        out.extend_from_slice(reason_phrase(self.status).as_bytes());
-        push_header(out, "Server", server.as_bytes());
-        push_header(out, "Date", &date::now());
+        let mut head = HeadWriter::start(out, self.status, reason_phrase(self.status).as_bytes());
+        head.server_and_date(server);
         // A 304 carries the validators but no representation metadata (RFC 9110 §15.4.5).
         if self.status != 304 {
-            push_header(out, "Content-Type", self.content_type.as_bytes());
+            head.field(b"Content-Type", self.content_type.as_bytes());
         }
-        out.extend_from_slice(b"\r\nContent-Length: ");
-        push_decimal(out, self.body.len() as u64);
+        head.content_length(self.body.len() as u64);
         if let Some(etag) = self.etag {
-            push_header(out, "ETag", etag.as_bytes());
+            head.field(b"ETag", etag.as_bytes());
         }
         if let Some(allow) = self.allow {
-            push_header(out, "Allow", allow.as_bytes());
+            head.field(b"Allow", allow.as_bytes());
         }
         if let Some((name, value)) = extra {
-            push_header(out, name, value.as_bytes());
+            head.field(name.as_bytes(), value.as_bytes());
         }
-        let connection: &[u8] = if keep_alive { b"keep-alive" } else { b"close" };
-        push_header(out, "Connection", connection);
-        out.extend_from_slice(b"\r\n\r\n");
+        head.connection(keep_alive);
+        head.end();
         if !self.head_only {
             out.extend_from_slice(&self.body);
         }
     }
 }
 
-/// Starts a new header line; the previous line's CRLF is written here, so the head can end
-/// with a single `\r\n\r\n`.
-fn push_header(out: &mut Vec<u8>, name: &str, value: &[u8]) {
-    out.extend_from_slice(b"\r\n");
-    out.extend_from_slice(name.as_bytes());
-    out.extend_from_slice(b": ");
-    out.extend_from_slice(value);
+/// The interim answer to `Expect: 100-continue` (RFC 9110 §10.1.1): "send your body".
+pub const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
+
+/// Writes a response head field by field: the one place where status lines and header lines
+/// are put on the wire, for the site's own responses ([`Response::render`]) and for the
+/// answers a proxy passes on with the upstream's fields (step 07).
+///
+/// Each field line's CRLF is written before it, not after, so that [`HeadWriter::end`] closes
+/// the head with a single blank line. Names and values go out as given: checking them is the
+/// caller's part (our own are constants; a proxy's come from a parser that refused CR, LF and
+/// NUL).
+pub struct HeadWriter<'o> {
+    out: &'o mut Vec<u8>,
+}
+
+impl<'o> HeadWriter<'o> {
+    /// Starts a head with the status line `HTTP/1.1 status reason`.
+    pub fn start(out: &'o mut Vec<u8>, status: u16, reason: &[u8]) -> HeadWriter<'o> {
+        out.extend_from_slice(b"HTTP/1.1 ");
+        push_decimal(out, u64::from(status));
+        out.push(b' ');
+        out.extend_from_slice(reason);
+        HeadWriter { out }
+    }
+
+    pub fn field(&mut self, name: &[u8], value: &[u8]) -> &mut Self {
+        self.out.extend_from_slice(b"\r\n");
+        self.out.extend_from_slice(name);
+        self.out.extend_from_slice(b": ");
+        self.out.extend_from_slice(value);
+        self
+    }
+
+    /// `Server: server` and `Date` (formatted at most once a second, see [`date`]).
+    pub fn server_and_date(&mut self, server: &str) -> &mut Self {
+        self.field(b"Server", server.as_bytes());
+        self.field(b"Date", &date::now())
+    }
+
+    pub fn content_length(&mut self, length: u64) -> &mut Self {
+        self.out.extend_from_slice(b"\r\nContent-Length: ");
+        push_decimal(self.out, length);
+        self
+    }
+
+    /// `Transfer-Encoding: chunked`: the body follows in chunks (see [`crate::chunked`]).
+    pub fn chunked(&mut self) -> &mut Self {
+        self.field(b"Transfer-Encoding", b"chunked")
+    }
+
+    /// `Connection: keep-alive` or `close`: the final decision for the connection.
+    pub fn connection(&mut self, keep_alive: bool) -> &mut Self {
+        let value: &[u8] = if keep_alive { b"keep-alive" } else { b"close" };
+        self.field(b"Connection", value)
+    }
+
+    /// Ends the head with the blank line; the body may follow.
+    pub fn end(self) {
+        self.out.extend_from_slice(b"\r\n\r\n");
+    }
 }
 
 fn push_decimal(out: &mut Vec<u8>, mut value: u64) {
@@ -120,6 +167,7 @@ fn push_decimal(out: &mut Vec<u8>, mut value: u64) {
 pub fn reason_phrase(status: u16) -> &'static str {
     match status {
         100 => "Continue",
+        101 => "Switching Protocols",
         200 => "OK",
         304 => "Not Modified",
         400 => "Bad Request",
@@ -180,6 +228,21 @@ mod tests {
         assert!(text.contains("Content-Length: 12\r\n"));
         assert!(text.contains("Connection: close\r\n"));
         assert!(text.ends_with("\r\n\r\n"));
+    }
+
+    #[test]
+    fn the_head_writer_puts_fields_between_the_status_line_and_the_blank_line() {
+        let mut out = Vec::new();
+        let mut head = HeadWriter::start(&mut out, 502, b"Bad Gateway");
+        head.field(b"x-Case", b"kept").content_length(0).chunked();
+        head.connection(false);
+        head.end();
+        assert_eq!(
+            out,
+            b"HTTP/1.1 502 Bad Gateway\r\nx-Case: kept\r\nContent-Length: 0\r\n\
+              Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+        );
+        assert_eq!(CONTINUE, b"HTTP/1.1 100 Continue\r\n\r\n");
     }
 
     #[test]

@@ -35,4 +35,5 @@ pub use config::{MasterArgs, MasterConfig, WorkerCount};
 pub use listening::{ListenMode, Listening};
 pub use master::Master;
 pub use pool_runner::PoolRunner;
+pub use ready::Ready;
 pub use worker::{SiteWorker, Worker, WorkerBody};

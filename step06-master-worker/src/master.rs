@@ -218,7 +218,7 @@ impl Master {
                 return 1;
             }
         };
-        self.ready.announce();
+        let ready = self.ready.for_worker();
         body.run(Worker {
             index,
             workers: self.slots.len(),
@@ -228,6 +228,7 @@ impl Master {
             listener,
             listen_mode: self.listening.mode(),
             signals: self.signals,
+            ready,
         })
     }
 

@@ -6,6 +6,10 @@
 //! while only the old sockets exist queues in one of them, which is about to close. So the
 //! master retires the old workers only when every new one has said "ready", over this pipe.
 //!
+//! "Ready" means *able to accept*: the worker's body says so itself ([`Ready::announce`]), once
+//! its event loop (or runtime) exists, not the master right after the fork. A new generation
+//! whose workers fail while starting up never says it, and the old one goes on serving.
+//!
 //! A message is the worker's pid, four bytes in one `write`. The kernel never splits or
 //! interleaves writes of up to `PIPE_BUF` bytes (at least 512) on a pipe, so messages from
 //! several workers arrive whole, one after another, however they race.
@@ -47,13 +51,10 @@ impl ReadyPipe {
         self.read.as_fd()
     }
 
-    /// In a worker: "this process is ready". Once; the write end is closed after.
-    pub fn announce(&mut self) {
-        if let Some(write) = self.write.take() {
-            let pid = std::process::id() as i32;
-            // A failed write only delays the retirement of an older generation until the
-            // master's next reload; nothing to do about it here.
-            let _ = nix::unistd::write(&write, &pid.to_ne_bytes());
+    /// In a worker, right after the fork: the handle its body announces with.
+    pub fn for_worker(&mut self) -> Ready {
+        Ready {
+            write: self.write.take(),
         }
     }
 
@@ -74,6 +75,24 @@ impl ReadyPipe {
                 // EAGAIN: drained.
                 Err(_) => return pids,
             }
+        }
+    }
+}
+
+/// A worker's way to say "this process can accept now", once. Dropped without announcing (a
+/// start-up that failed), it says nothing.
+pub struct Ready {
+    write: Option<OwnedFd>,
+}
+
+impl Ready {
+    /// Tells the master that this worker is ready. Once; the pipe's write end closes after.
+    pub fn announce(mut self) {
+        if let Some(write) = self.write.take() {
+            let pid = std::process::id() as i32;
+            // A failed write only delays the retirement of an older generation until the
+            // master's next reload; nothing to do about it here.
+            let _ = nix::unistd::write(&write, &pid.to_ne_bytes());
         }
     }
 }

@@ -14,6 +14,7 @@ use step05_epoll_kqueue::{EventLoop, LoopConfig, LoopStats};
 
 use crate::listening::ListenMode;
 use crate::pool_runner::PoolRunner;
+use crate::ready::Ready;
 
 /// What a worker process is handed by the master, right after the fork.
 pub struct Worker {
@@ -34,6 +35,9 @@ pub struct Worker {
     /// readable when the master asks this worker to stop (`SIGTERM`: a shutdown, or a reload
     /// retiring it) or when the master is gone (see [`crate::lifeline`]).
     pub signals: Signals,
+    /// Announced by the body once it can accept: a reload retires the old generation only
+    /// then (see [`crate::ready`]).
+    pub ready: Ready,
 }
 
 /// What runs in the workers: the seam between the master and what it supervises.
@@ -49,9 +53,10 @@ pub trait WorkerBody {
         Ok(())
     }
 
-    /// The life of one worker process: serve `worker.listener` until `worker.signals` asks for
-    /// a shutdown, finish what is in flight, and return the exit status. Runs in the child,
-    /// after the fork: create threads and runtimes here, never before.
+    /// The life of one worker process: get ready, announce it (`worker.ready`), serve
+    /// `worker.listener` until `worker.signals` asks for a shutdown, finish what is in flight,
+    /// and return the exit status. Runs in the child, after the fork: create threads and
+    /// runtimes here, never before.
     fn run(&self, worker: Worker) -> i32;
 }
 
@@ -128,6 +133,7 @@ impl SiteWorker {
                 .with_offload(Box::new(runner))
                 .map_err(|error| format!("cannot watch the pool: {error}"))?;
         }
+        worker.ready.announce();
         event_loop
             .run(worker.listener)
             .map_err(|error| format!("the event loop failed: {error}"))

@@ -24,13 +24,14 @@
 //! `examples/proxy.toml` shows every setting with its default.
 
 use std::collections::BTreeMap;
+use std::fmt;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::time::Duration;
 
 use serde::Deserialize;
 
 /// The most upstreams one configuration may name, over all its groups: the shared-memory
-/// counters ([`crate::zone`]) are sized for them.
+/// counters ([`crate::operations::zone`]) are sized for them.
 pub const MAX_UPSTREAMS: usize = 64;
 
 /// The file as written. Unknown keys are errors: a misspelt `read_timout_ms` must not be
@@ -59,8 +60,11 @@ pub struct ProxySettings {
     /// An idle kept-alive connection to an upstream is closed after this long (nginx's
     /// `keepalive_timeout` in an `upstream` block).
     pub keepalive_timeout_ms: u64,
-    /// Idle connections kept open per upstream, per worker (nginx's `keepalive`).
-    pub keepalive_connections: usize,
+    /// Idle connections kept open per upstream, per worker (nginx's `keepalive`). Once as
+    /// many are idle, the oldest is closed to make room for the one just freed.
+    /// (`keepalive_connections`, its first name, is still read.)
+    #[serde(alias = "keepalive_connections")]
+    pub keepalive: usize,
     /// The proxy answers `GET /stats` itself, with its own figures, instead of forwarding it.
     pub stats: bool,
     /// Responses carry `X-Upstream: IP:port`, the upstream that answered. Handy to watch the
@@ -74,7 +78,7 @@ impl Default for ProxySettings {
             connect_timeout_ms: 3_000,
             read_timeout_ms: 30_000,
             keepalive_timeout_ms: 60_000,
-            keepalive_connections: 100,
+            keepalive: 64,
             stats: true,
             upstream_header: false,
         }
@@ -251,31 +255,93 @@ pub struct Config {
     pub upstreams: Vec<Upstream>,
 }
 
+/// Why a configuration cannot be used. Its `Display` is one line, for the log and for the
+/// start-up error.
+#[derive(Debug)]
+pub enum ConfigError {
+    /// The file cannot be read.
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    /// Not TOML, or not the shape of a configuration: an unknown key, a wrong type.
+    Syntax(Box<toml::de::Error>),
+    /// Well-formed, but wrong: the text says what.
+    Invalid(String),
+    /// One of the above, in the file at `path`.
+    In {
+        path: String,
+        source: Box<ConfigError>,
+    },
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ConfigError::Read { path, source } => write!(f, "cannot read {path}: {source}"),
+            // toml's message spans lines (it quotes the line at fault): one line here.
+            ConfigError::Syntax(error) => {
+                let text = error.to_string();
+                let mut words = text.split_whitespace();
+                if let Some(first) = words.next() {
+                    f.write_str(first)?;
+                }
+                words.try_for_each(|word| write!(f, " {word}"))
+            }
+            ConfigError::Invalid(what) => f.write_str(what),
+            ConfigError::In { path, source } => write!(f, "{path}: {source}"),
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            ConfigError::Read { source, .. } => Some(source),
+            ConfigError::Syntax(error) => Some(error),
+            ConfigError::Invalid(_) => None,
+            ConfigError::In { source, .. } => Some(source),
+        }
+    }
+}
+
+impl From<String> for ConfigError {
+    fn from(what: String) -> ConfigError {
+        ConfigError::Invalid(what)
+    }
+}
+
+impl From<&str> for ConfigError {
+    fn from(what: &str) -> ConfigError {
+        ConfigError::Invalid(what.to_string())
+    }
+}
+
 impl Config {
     /// Reads and checks the file at `path`.
     ///
     /// # Errors
     ///
-    /// One line: why the file cannot be read or used.
-    pub fn load(path: &str) -> Result<Config, String> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|error| format!("cannot read {path}: {error}"))?;
-        Config::parse(path, &text).map_err(|error| format!("{path}: {error}"))
+    /// [`ConfigError`]: why the file cannot be read or used.
+    pub fn load(path: &str) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_string(),
+            source,
+        })?;
+        Config::parse(path, &text).map_err(|error| ConfigError::In {
+            path: path.to_string(),
+            source: Box::new(error),
+        })
     }
 
     /// Checks the configuration in `text`; `source` names it.
     ///
     /// # Errors
     ///
-    /// One line saying what is wrong (TOML's own message for syntax errors, on one line).
-    pub fn parse(source: &str, text: &str) -> Result<Config, String> {
-        let file: ConfigFile = toml::from_str(text).map_err(|error| {
-            error
-                .to_string()
-                .split_whitespace()
-                .collect::<Vec<_>>()
-                .join(" ")
-        })?;
+    /// [`ConfigError`] saying what is wrong.
+    pub fn parse(source: &str, text: &str) -> Result<Config, ConfigError> {
+        let file: ConfigFile =
+            toml::from_str(text).map_err(|error| ConfigError::Syntax(Box::new(error)))?;
         let proxy = file.proxy;
         for (name, value) in [
             ("connect_timeout_ms", proxy.connect_timeout_ms),
@@ -283,7 +349,7 @@ impl Config {
             ("keepalive_timeout_ms", proxy.keepalive_timeout_ms),
         ] {
             if value == 0 {
-                return Err(format!("[proxy] {name} must be at least 1"));
+                return Err(format!("[proxy] {name} must be at least 1").into());
             }
         }
         if file.groups.is_empty() {
@@ -298,7 +364,8 @@ impl Config {
             return Err(format!(
                 "{} upstreams in all; at most {MAX_UPSTREAMS}",
                 upstreams.len()
-            ));
+            )
+            .into());
         }
         if file.routes.is_empty() {
             return Err("no [[route]] defined: nothing would be proxied".into());
@@ -325,7 +392,7 @@ impl Config {
     /// # Errors
     ///
     /// Never in practice: the text is ours; but it goes through the same checks as a file.
-    pub fn demo(upstreams: &[SocketAddr]) -> Result<Config, String> {
+    pub fn demo(upstreams: &[SocketAddr]) -> Result<Config, ConfigError> {
         let list = upstreams
             .iter()
             .map(|addr| format!("\"{addr}\""))
@@ -353,7 +420,7 @@ impl Config {
         Config::parse("built-in demo", &text)
     }
 
-    /// The group for a request to `host` (lower case, no port) and `path`: the route with the
+    /// The group for a request to `host` (without its port, in any case) and `path`: the route with the
     /// longest matching prefix among those for this host, else among those for any host (as
     /// nginx picks a `server` by name, then its longest `location` prefix). `None`: no route,
     /// answered 404 by the proxy; nothing is forwarded anywhere.
@@ -365,7 +432,7 @@ impl Config {
                 .max_by_key(|route| route.prefix.len())
                 .map(|route| route.group)
         };
-        let named = |route: &Route| route.host.is_some() && route.host.as_deref() == host;
+        let named = |route: &Route| matches!((&route.host, host), (Some(name), Some(host)) if name.eq_ignore_ascii_case(host));
         longest(&named).or_else(|| longest(&|route: &Route| route.host.is_none()))
     }
 }
@@ -581,6 +648,16 @@ mod tests {
             Some((2, 2))
         );
         assert_eq!(config.proxy.read_timeout_ms, 30_000);
+        assert_eq!(config.proxy.keepalive, 64);
+    }
+
+    #[test]
+    fn keepalive_has_its_old_name_too() {
+        let group = "[[route]]\ngroup = \"a\"\n[group.a]\nupstreams = [\"127.0.0.1:1\"]\n";
+        for key in ["keepalive", "keepalive_connections"] {
+            let text = format!("[proxy]\n{key} = 8\n{group}");
+            assert_eq!(Config::parse("test", &text).unwrap().proxy.keepalive, 8);
+        }
     }
 
     #[test]
@@ -650,7 +727,7 @@ mod tests {
             ("this is not toml", "expected"),
         ];
         for (text, why) in cases {
-            let error = Config::parse("test", text).unwrap_err();
+            let error = Config::parse("test", text).unwrap_err().to_string();
             assert!(error.contains(why), "{text:?}: {error}");
             assert!(!error.contains('\n'), "one line: {error:?}");
         }

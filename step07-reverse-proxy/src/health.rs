@@ -18,22 +18,25 @@ use tokio::time::{MissedTickBehavior, interval};
 
 use crate::config::HealthCheck;
 use crate::proxy::Proxy;
+use crate::upstream::error::out_of_descriptors;
 
 /// Starts the checks of every health-checked group on the current runtime; they stop when
 /// `shutdown` turns `true`.
 ///
+/// A check is a plain `GET` whose status is all that matters, made every few seconds: the
+/// place for a general-purpose client, `reqwest`, rather than the proxy's own.
+///
 /// # Errors
 ///
 /// When the checks' HTTP client cannot be built.
-pub fn start(proxy: &Arc<Proxy>) -> Result<(), String> {
+pub(crate) fn start(proxy: &Arc<Proxy>) -> Result<(), reqwest::Error> {
     let checker = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .no_proxy()
         .pool_max_idle_per_host(0)
         .http1_only()
         .retry(reqwest::retry::never())
-        .build()
-        .map_err(|error| format!("cannot build the health checks' client: {error}"))?;
+        .build()?;
     for (index, upstream) in proxy.config.upstreams.iter().enumerate() {
         let Some(check) = proxy.config.groups[upstream.group].health.clone() else {
             continue;
@@ -76,7 +79,7 @@ async fn watch_upstream(
             .send()
             .await;
         if let Err(error) = &result
-            && crate::forward::out_of_descriptors(error)
+            && out_of_descriptors(error)
         {
             // The proxy itself is out of descriptors: this check says nothing of the upstream.
             continue;

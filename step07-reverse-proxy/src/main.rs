@@ -10,10 +10,12 @@
 //! restarts them, reloads them on `SIGHUP` and stops them on `SIGTERM`. Only the worker's
 //! body changes. Each worker builds a tokio runtime (after the fork: a runtime does not
 //! survive one), accepts clients, parses their requests with `common`'s parser, and forwards
-//! them with a deliberately configured `reqwest` client that keeps a pool of connections to
-//! each upstream. Bodies stream both ways; timeouts turn into 504, unreachable upstreams into
-//! 502; a TOML file (`--config`) names the routes, the upstream groups and their health
-//! checks, and `SIGHUP` reads it again, keeping the old one if the new one is wrong.
+//! them with an HTTP/1.1 client of its own: a pool of kept-alive connections per upstream,
+//! heads passed as received, bodies streamed both ways by their framing, WebSockets tunnelled.
+//! Timeouts turn into 504, unreachable upstreams into 502; a TOML file (`--config`) names the
+//! routes, the upstream groups and their health checks, and `SIGHUP` reads it again, keeping
+//! the old one if the new one is wrong. (`--upstream-client reqwest` forwards with a
+//! general-purpose client instead, to measure what owning the connections buys.)
 //!
 //! The limit: the proxy only knows the upstreams its file lists, by address, and speaks plain
 //! HTTP/1.1 to everyone. `docs/07-reverse-proxy.md` sketches what the cloud-native proxies add
@@ -36,9 +38,9 @@ use common::args::{fail, parse};
 use common::listen::{ListenOptions, bind_listener};
 use common::log;
 use step06_master_worker::MasterArgs;
-use step07_reverse_proxy::admin::check_address;
-use step07_reverse_proxy::demo::{DemoUpstreams, serve_upstream};
-use step07_reverse_proxy::{Config, ProxyWorker, Zone};
+use step07_reverse_proxy::{
+    Config, DemoUpstreams, ProxyWorker, UpstreamClient, Zone, check_address, serve_upstream,
+};
 
 /// A reverse proxy: step 06's master and workers, forwarding to upstream servers.
 #[derive(Parser, Debug)]
@@ -56,6 +58,15 @@ struct Args {
     /// per request).
     #[command(flatten)]
     master: MasterArgs,
+
+    /// At this many open client connections, a worker stops accepting until one closes.
+    #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..))]
+    max_connections: u32,
+
+    /// own: the proxy's own HTTP/1.1 client; reqwest: a general-purpose one, the simple way
+    /// (chapter 07 measures both).
+    #[arg(long, value_enum, default_value_t = UpstreamClient::Own)]
+    upstream_client: UpstreamClient,
 
     /// The admin port (GET /health, /metrics, /config), such as 127.0.0.1:9090.
     #[arg(long, value_name = "ADDR")]
@@ -139,6 +150,8 @@ fn main() {
         config: Arc::new(config),
         zone: Arc::new(zone),
         admin,
+        max_connections: args.max_connections as usize,
+        upstream_client: args.upstream_client,
     };
     let status = master.run(&mut body);
     if let Some(demo) = demo {

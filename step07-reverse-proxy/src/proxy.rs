@@ -1,15 +1,29 @@
 //! What every connection of a worker shares: the configuration, the upstreams' state, the
-//! HTTP client with its connection pools, and the worker's own settings.
+//! pools of upstream connections, and the worker's own settings.
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use clap::ValueEnum;
 use common::{CommonArgs, Site};
 use tokio::sync::watch;
 
-use crate::config::{Config, ProxySettings};
+use crate::config::Config;
+use crate::operations::zone::Zone;
+use crate::upstream::pool::Pools;
 use crate::upstreams::Upstreams;
-use crate::zone::Zone;
+
+/// Which HTTP client forwards the requests (`--upstream-client`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, ValueEnum)]
+pub enum UpstreamClient {
+    /// The proxy's own HTTP/1.1 client (`src/upstream/`): its pool, the head bytes as
+    /// received, upgrades, trailers. What production proxies do.
+    #[default]
+    Own,
+    /// `reqwest`, a general-purpose client, used the simple way (`src/simple_client.rs`): to
+    /// measure what owning the upstream connections buys.
+    Reqwest,
+}
 
 /// Who this worker is, for `/stats` and the metrics' `worker` label.
 #[derive(Debug, Clone, Copy)]
@@ -22,13 +36,15 @@ pub struct WorkerInfo {
 }
 
 /// One worker's proxy.
-pub struct Proxy {
+pub(crate) struct Proxy {
     pub config: Arc<Config>,
     /// The counters and health verdicts shared by the generation's workers.
     pub zone: Arc<Zone>,
     pub upstreams: Upstreams,
-    /// Keeps idle connections to each upstream for the next requests.
-    pub client: reqwest::Client,
+    /// Idle keep-alive connections to each upstream, for the own client.
+    pub pools: Pools,
+    /// The general-purpose client, with `--upstream-client reqwest` only.
+    pub reqwest: Option<reqwest::Client>,
     /// Answers `/stats` and renders the proxy's own responses.
     pub site: Site,
     pub worker: WorkerInfo,
@@ -46,18 +62,22 @@ pub struct Proxy {
 }
 
 impl Proxy {
-    /// # Errors
-    ///
-    /// When the HTTP client cannot be built.
+    /// A worker's proxy; `reqwest`: the general-purpose client, with `--upstream-client
+    /// reqwest` only.
     pub fn new(
         config: Arc<Config>,
         zone: Arc<Zone>,
         common: &CommonArgs,
         worker: WorkerInfo,
+        reqwest: Option<reqwest::Client>,
         shutdown: watch::Receiver<bool>,
-    ) -> Result<Proxy, String> {
-        let client = http_client(&config.proxy)?;
+    ) -> Proxy {
         let upstreams = Upstreams::new(Arc::clone(&config), Arc::clone(&zone), worker.index);
+        let pools = Pools::new(
+            config.upstreams.len(),
+            config.proxy.keepalive,
+            config.proxy.keepalive_timeout(),
+        );
         let site = Site::new("step07-reverse-proxy", common.delay()).with_stats({
             let (config, zone) = (Arc::clone(&config), Arc::clone(&zone));
             move |json| {
@@ -76,11 +96,12 @@ impl Proxy {
             }
         });
         let conn = common.conn_config();
-        Ok(Proxy {
+        Proxy {
             config,
             zone,
             upstreams,
-            client,
+            pools,
+            reqwest,
             site,
             worker,
             header_timeout: conn.header_timeout,
@@ -88,44 +109,10 @@ impl Proxy {
             delay: common.delay(),
             log: conn.log,
             shutdown,
-        })
+        }
     }
 
     pub fn shutting_down(&self) -> bool {
         *self.shutdown.borrow()
     }
-}
-
-/// The HTTP client to the upstreams, configured on purpose rather than by default:
-///
-/// - no redirects: a 3xx is the upstream's answer for the client, not an instruction to us;
-/// - no decompression and no `Accept-Encoding` of our own (reqwest's compression features are
-///   not even compiled in): the bytes pass as the upstream sent them;
-/// - no system proxy: `HTTP_PROXY` in the environment must not reroute our upstream traffic;
-/// - `connect_timeout` for connecting, and a `read_timeout` on every read (the response head,
-///   each piece of the body) rather than one total deadline, which would cut long downloads;
-/// - a pool of idle keep-alive connections per upstream, closed after `keepalive_timeout`:
-///   without it, every request would pay a TCP handshake and leave a socket in `TIME_WAIT`;
-/// - HTTP/1.1 only, with `TCP_NODELAY`, as the proxy speaks to its clients.
-///
-/// reqwest adds one field: `Accept: */*` when the client sent no `Accept`, which means the same
-/// thing (RFC 9110 §12.5.1).
-///
-/// # Errors
-///
-/// When the client cannot be built (one line).
-pub fn http_client(settings: &ProxySettings) -> Result<reqwest::Client, String> {
-    reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .no_proxy()
-        .connect_timeout(settings.connect_timeout())
-        .read_timeout(settings.read_timeout())
-        .pool_idle_timeout(settings.keepalive_timeout())
-        .pool_max_idle_per_host(settings.keepalive_connections)
-        .tcp_nodelay(true)
-        .http1_only()
-        .referer(false)
-        .retry(reqwest::retry::never())
-        .build()
-        .map_err(|error| format!("cannot build the HTTP client: {error}"))
 }

@@ -18,9 +18,9 @@ use std::time::Instant;
 
 use common::log;
 
-use crate::balance::{Ring, hash64, least_conn, round_robin};
+use crate::balance::{Ring, least_conn, round_robin};
 use crate::config::{Config, Strategy};
-use crate::zone::Zone;
+use crate::operations::zone::Zone;
 
 /// The running state of one group.
 struct GroupState {
@@ -41,7 +41,7 @@ struct UpstreamState {
 }
 
 /// The upstreams of one configuration, as one worker uses them.
-pub struct Upstreams {
+pub(crate) struct Upstreams {
     config: Arc<Config>,
     zone: Arc<Zone>,
     worker: usize,
@@ -51,7 +51,7 @@ pub struct Upstreams {
 }
 
 /// A request in flight to an upstream, counted for least-conn until dropped.
-pub struct InFlight<'u> {
+pub(crate) struct InFlight<'u> {
     state: &'u UpstreamState,
 }
 
@@ -93,9 +93,10 @@ impl Upstreams {
         }
     }
 
-    /// The upstream of `group` for a request whose hash key is `key`, other than `exclude` (the
-    /// one that just failed, for a retry); `None` when no upstream of the group is available.
-    pub fn choose(&self, group: usize, key: &[u8], exclude: Option<usize>) -> Option<usize> {
+    /// The upstream of `group` for a request whose hash key hashes to `key` (see
+    /// [`crate::balance::hash64`]), other than `exclude` (the one that just failed, for a
+    /// retry); `None` when no upstream of the group is available.
+    pub fn choose(&self, group: usize, key: u64, exclude: Option<usize>) -> Option<usize> {
         let (config, state) = (self.config.groups.get(group)?, self.groups.get(group)?);
         let members = &config.members;
         let usable = |position: usize| {
@@ -103,7 +104,7 @@ impl Upstreams {
             Some(upstream) != exclude && self.available(upstream)
         };
         let position = match (config.strategy, &state.ring) {
-            (Strategy::ConsistentHash, Some(ring)) => ring.walk(hash64(key)).find(|&p| usable(p)),
+            (Strategy::ConsistentHash, Some(ring)) => ring.walk(key).find(|&p| usable(p)),
             (Strategy::LeastConn, _) => least_conn(
                 members.len(),
                 state.turn.fetch_add(1, Ordering::Relaxed),
@@ -127,13 +128,6 @@ impl Upstreams {
         };
         !self.zone.is_down(upstream)
             && self.now_ms() >= state.ejected_until_ms.load(Ordering::Relaxed)
-    }
-
-    /// How many upstreams are available now.
-    pub fn available_count(&self) -> usize {
-        (0..self.upstreams.len())
-            .filter(|&u| self.available(u))
-            .count()
     }
 
     /// Counts a request in flight to `upstream` until the guard is dropped.
@@ -183,6 +177,7 @@ impl Upstreams {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::balance::hash64;
 
     fn upstreams(strategy: &str) -> Upstreams {
         let text = format!(
@@ -205,10 +200,10 @@ mod tests {
         upstreams.failed(1);
         assert!(!upstreams.available(1));
         let picks: Vec<_> = (0..6)
-            .filter_map(|_| upstreams.choose(0, b"", None))
+            .filter_map(|_| upstreams.choose(0, 0, None))
             .collect();
         assert!(!picks.contains(&1), "{picks:?}");
-        assert_eq!(upstreams.available_count(), 2);
+        assert_eq!((0..3).filter(|&u| upstreams.available(u)).count(), 2);
     }
 
     #[test]
@@ -216,14 +211,14 @@ mod tests {
         let upstreams = upstreams("least_conn");
         upstreams.zone.set_down(0, true);
         upstreams.zone.set_down(2, true);
-        assert_eq!(upstreams.choose(0, b"", None), Some(1));
+        assert_eq!(upstreams.choose(0, 0, None), Some(1));
         assert_eq!(
-            upstreams.choose(0, b"", Some(1)),
+            upstreams.choose(0, 0, Some(1)),
             None,
             "a retry needs another one"
         );
         upstreams.zone.set_down(1, true);
-        assert_eq!(upstreams.choose(0, b"", None), None);
+        assert_eq!(upstreams.choose(0, 0, None), None);
     }
 
     #[test]
@@ -231,20 +226,23 @@ mod tests {
         let upstreams = upstreams("least_conn");
         let _busy = (upstreams.start(0), upstreams.start(0), upstreams.start(2));
         for _ in 0..3 {
-            assert_eq!(upstreams.choose(0, b"", None), Some(1));
+            assert_eq!(upstreams.choose(0, 0, None), Some(1));
         }
     }
 
     #[test]
     fn consistent_hash_keeps_a_key_and_moves_it_only_when_its_home_is_out() {
         let upstreams = upstreams("consistent_hash");
-        let home = upstreams.choose(0, b"user-42", None).unwrap();
+        let home = upstreams.choose(0, hash64(b"user-42"), None).unwrap();
         for _ in 0..5 {
-            assert_eq!(upstreams.choose(0, b"user-42", None), Some(home));
+            assert_eq!(upstreams.choose(0, hash64(b"user-42"), None), Some(home));
         }
-        let fallback = upstreams.choose(0, b"user-42", Some(home)).unwrap();
+        let fallback = upstreams.choose(0, hash64(b"user-42"), Some(home)).unwrap();
         assert_ne!(fallback, home);
         upstreams.zone.set_down(home, true);
-        assert_eq!(upstreams.choose(0, b"user-42", None), Some(fallback));
+        assert_eq!(
+            upstreams.choose(0, hash64(b"user-42"), None),
+            Some(fallback)
+        );
     }
 }

@@ -2,25 +2,37 @@
 //! configuration in the master on `SIGHUP`, [`ProxyWorker::run`] is the life of one worker
 //! process.
 
+use std::fmt;
+use std::io;
 use std::net::TcpListener as StdListener;
 use std::sync::Arc;
 use std::time::Duration;
 
 use common::listen::ACCEPT_PAUSE;
 use common::{CommonArgs, log};
-use step06_master_worker::{Worker, WorkerBody};
+use step06_master_worker::{ListenMode, Worker, WorkerBody};
 use tokio::io::Interest;
 use tokio::io::unix::AsyncFd;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, watch};
-use tokio::time::{sleep, timeout};
+use tokio::sync::{Semaphore, mpsc, watch};
+use tokio::time::{MissedTickBehavior, interval, sleep, timeout};
 
-use crate::config::Config;
+use crate::client::Role;
+use crate::config::{Config, ConfigError};
 use crate::connection::serve;
 use crate::health;
-use crate::proxy::{Proxy, WorkerInfo};
-use crate::request::Role;
-use crate::zone::Zone;
+use crate::operations::zone::Zone;
+use crate::proxy::{Proxy, UpstreamClient, WorkerInfo};
+use crate::simple_client;
+
+/// How long a worker that serves more than its share of connections waits before it accepts
+/// the next one (see [`ProxyWorker::ahead_of_siblings`]).
+const SHARE_PAUSE: Duration = Duration::from_millis(1);
+
+/// For tests only: a worker of the generation this variable names fails its start-up, just
+/// before it would announce that it is ready (as one whose runtime or sockets could not be
+/// set up would). It shows that such a generation never replaces the one in service.
+const FAIL_START_VARIABLE: &str = "STEP07_TEST_FAIL_GENERATION";
 
 /// What the master holds for its workers, and hands to each generation by forking.
 pub struct ProxyWorker {
@@ -33,6 +45,83 @@ pub struct ProxyWorker {
     pub zone: Arc<Zone>,
     /// `--admin`: bound by the master, accepted from by every worker.
     pub admin: Option<StdListener>,
+    /// Client connections one worker serves at once; at the cap it stops accepting until one
+    /// closes (`--max-connections`, as steps 05 and 06).
+    pub max_connections: usize,
+    /// `--upstream-client`.
+    pub upstream_client: UpstreamClient,
+}
+
+/// Why a configuration cannot be put in service.
+#[derive(Debug)]
+pub enum LoadError {
+    Config(ConfigError),
+    /// The shared counters cannot be mapped.
+    Zone(io::Error),
+}
+
+impl fmt::Display for LoadError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            LoadError::Config(error) => error.fmt(f),
+            LoadError::Zone(error) => write!(f, "cannot map the shared counters: {error}"),
+        }
+    }
+}
+
+impl std::error::Error for LoadError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            LoadError::Config(error) => Some(error),
+            LoadError::Zone(error) => Some(error),
+        }
+    }
+}
+
+/// Why a worker could not start, or stopped.
+#[derive(Debug)]
+enum WorkerError {
+    Runtime(io::Error),
+    ShutdownPipe(io::Error),
+    Listener(io::Error),
+    Admin(io::Error),
+    Client(reqwest::Error),
+    HealthChecks(reqwest::Error),
+    /// [`FAIL_START_VARIABLE`].
+    Injected,
+}
+
+impl fmt::Display for WorkerError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            WorkerError::Runtime(error) => write!(f, "cannot start the runtime: {error}"),
+            WorkerError::ShutdownPipe(error) => {
+                write!(f, "cannot watch the shutdown pipe: {error}")
+            }
+            WorkerError::Listener(error) => write!(f, "cannot use the listening socket: {error}"),
+            WorkerError::Admin(error) => write!(f, "cannot use the admin socket: {error}"),
+            WorkerError::Client(error) => write!(f, "cannot build the HTTP client: {error}"),
+            WorkerError::HealthChecks(error) => {
+                write!(f, "cannot build the health checks' client: {error}")
+            }
+            WorkerError::Injected => {
+                write!(f, "start-up failed on purpose ({FAIL_START_VARIABLE})")
+            }
+        }
+    }
+}
+
+impl std::error::Error for WorkerError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            WorkerError::Runtime(error)
+            | WorkerError::ShutdownPipe(error)
+            | WorkerError::Listener(error)
+            | WorkerError::Admin(error) => Some(error),
+            WorkerError::Client(error) | WorkerError::HealthChecks(error) => Some(error),
+            WorkerError::Injected => None,
+        }
+    }
 }
 
 impl ProxyWorker {
@@ -40,11 +129,10 @@ impl ProxyWorker {
     ///
     /// # Errors
     ///
-    /// One line: why the file cannot be used, or the zone cannot be mapped.
-    pub fn load(path: &str) -> Result<(Config, Zone), String> {
-        let config = Config::load(path)?;
-        let zone = Zone::new(config.upstreams.len())
-            .map_err(|error| format!("cannot map the shared counters: {error}"))?;
+    /// [`LoadError`]: why the file cannot be used, or the zone cannot be mapped.
+    pub fn load(path: &str) -> Result<(Config, Zone), LoadError> {
+        let config = Config::load(path).map_err(LoadError::Config)?;
+        let zone = Zone::new(config.upstreams.len()).map_err(LoadError::Zone)?;
         Ok((config, zone))
     }
 }
@@ -56,7 +144,7 @@ impl WorkerBody for ProxyWorker {
         let Some(path) = &self.config_path else {
             return Ok(());
         };
-        let (config, zone) = ProxyWorker::load(path)?;
+        let (config, zone) = ProxyWorker::load(path).map_err(|error| error.to_string())?;
         log::event(format_args!(
             "master: {path}: {} routes, {} groups, {} upstreams",
             config.routes.len(),
@@ -78,26 +166,21 @@ impl WorkerBody for ProxyWorker {
         // with an epoll descriptor shared with the master and every sibling, whose
         // registrations would wake the wrong processes. One thread per worker, like an nginx
         // worker: the processes are the parallelism, each runs one event loop.
-        let runtime = match tokio::runtime::Builder::new_current_thread()
+        let index = worker.index;
+        let result = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
-        {
-            Ok(runtime) => runtime,
-            Err(error) => {
-                log::error(format_args!(
-                    "worker {}: cannot start the runtime: {error}",
-                    worker.index
-                ));
-                return 1;
-            }
-        };
-        let result = runtime.block_on(self.serve(worker));
-        // Connections still open after the grace period are dropped with their tasks here.
-        runtime.shutdown_timeout(Duration::from_millis(100));
+            .map_err(WorkerError::Runtime)
+            .and_then(|runtime| {
+                let served = runtime.block_on(self.serve(worker));
+                // Connections still open after the grace period are dropped with their tasks.
+                runtime.shutdown_timeout(Duration::from_millis(100));
+                served
+            });
         match result {
             Ok(()) => 0,
             Err(error) => {
-                log::error(format_args!("worker stopped: {error}"));
+                log::error(format_args!("worker {index} stopped: {error}"));
                 1
             }
         }
@@ -105,7 +188,7 @@ impl WorkerBody for ProxyWorker {
 }
 
 impl ProxyWorker {
-    async fn serve(&self, worker: Worker) -> Result<(), String> {
+    async fn serve(&self, worker: Worker) -> Result<(), WorkerError> {
         let info = WorkerInfo {
             index: worker.index,
             workers: worker.workers,
@@ -114,6 +197,8 @@ impl ProxyWorker {
             master_pid: worker.master_pid,
         };
         self.zone.worker_started(worker.index);
+        // Only siblings on the same socket can take a connection this worker leaves for them.
+        let share = worker.listen_mode == ListenMode::Shared && worker.workers > 1;
         // Step 06's shutdown pipe turns readable on SIGTERM, or when the master dies; the
         // watch channel passes the news to every task of this worker.
         // SAFETY: the shutdown pipe is opened by `Signals` (in this process, at the fork) and
@@ -121,36 +206,63 @@ impl ProxyWorker {
         let stopping = unsafe {
             AsyncFd::register_with_interest(worker.signals.shutdown_fd(), Interest::READABLE)
         }
-        .map_err(|error| format!("cannot watch the shutdown pipe: {error}"))?;
+        .map_err(|error| WorkerError::ShutdownPipe(error.into()))?;
         let (stop, shutdown) = watch::channel(false);
+        let reqwest = match self.upstream_client {
+            UpstreamClient::Own => None,
+            UpstreamClient::Reqwest => {
+                Some(simple_client::build(&self.config.proxy).map_err(WorkerError::Client)?)
+            }
+        };
         let proxy = Arc::new(Proxy::new(
             Arc::clone(&self.config),
             Arc::clone(&self.zone),
             &self.common,
             info,
+            reqwest,
             shutdown,
-        )?);
-        let listener = TcpListener::from_std(worker.listener)
-            .map_err(|error| format!("cannot use the listening socket: {error}"))?;
+        ));
+        let listener = TcpListener::from_std(worker.listener).map_err(WorkerError::Listener)?;
         let admin = match &self.admin {
             Some(admin) => Some(
                 admin
                     .try_clone()
                     .and_then(TcpListener::from_std)
-                    .map_err(|error| format!("cannot use the admin socket: {error}"))?,
+                    .map_err(WorkerError::Admin)?,
             ),
             None => None,
         };
         if worker.index == 0 {
-            health::start(&proxy)?;
+            health::start(&proxy).map_err(WorkerError::HealthChecks)?;
         }
+        tokio::spawn(close_idle_upstream_connections(Arc::clone(&proxy)));
+        if std::env::var(FAIL_START_VARIABLE).is_ok_and(|g| g == worker.generation.to_string()) {
+            return Err(WorkerError::Injected);
+        }
+        // Everything that can fail has been set up: from now on this worker accepts, and the
+        // master may retire the generation it replaces.
+        worker.ready.announce();
+
+        // One permit per client connection: at the cap, accepting waits for a connection to
+        // close, and new clients wait in the listen backlog (or go to another worker).
+        let slots = Arc::new(Semaphore::new(self.max_connections));
         // Every connection task holds a clone of `alive`; once all are dropped, `recv` ends:
         // the way to know that every connection has finished.
         let (alive, mut all_finished) = mpsc::channel::<()>(1);
         loop {
-            let (accepted, role) = tokio::select! {
-                accepted = listener.accept() => (accepted, Role::Client),
-                accepted = accept(admin.as_ref()) => (accepted, Role::Admin),
+            let next_client = async {
+                if share && self.ahead_of_siblings(worker.index, worker.workers) {
+                    sleep(SHARE_PAUSE).await;
+                }
+                let permit = Arc::clone(&slots).acquire_owned().await;
+                (listener.accept().await, permit)
+            };
+            let (accepted, role, permit) = tokio::select! {
+                (accepted, permit) = next_client => match permit {
+                    Ok(permit) => (accepted, Role::Client, Some(permit)),
+                    Err(_) => break,
+                },
+                accepted = accept(admin.as_ref()) => (accepted, Role::Admin, None),
                 _ = stopping.readable() => break,
             };
             match accepted {
@@ -158,7 +270,7 @@ impl ProxyWorker {
                     let (proxy, alive) = (Arc::clone(&proxy), alive.clone());
                     tokio::spawn(async move {
                         serve(stream, peer, proxy, role).await;
-                        drop(alive);
+                        drop((alive, permit));
                     });
                 }
                 Err(error) => accept_failed(&error).await,
@@ -178,6 +290,37 @@ impl ProxyWorker {
             ));
         }
         Ok(())
+    }
+}
+
+impl ProxyWorker {
+    /// Whether this worker serves more than its share of the generation's client connections
+    /// (counted in the shared zone), by more than an eighth of it (and one): enough to notice
+    /// a burst taken alone, not the ups and downs of connections that come and go.
+    ///
+    /// Workers that share the listening socket are all woken by a new connection, and the
+    /// first to run takes it; step 05's loop asks the kernel to wake only one
+    /// (`EPOLLEXCLUSIVE`), which tokio cannot. A burst of new connections (wrk's 100, at once)
+    /// would then go to whichever worker woke first, and its clients would wait for it while
+    /// its sibling idles. So a worker that is ahead pauses a moment before its next `accept`,
+    /// and a sibling takes the connection; if none does, it takes it after the pause.
+    fn ahead_of_siblings(&self, index: usize, workers: usize) -> bool {
+        let total: u64 = (0..workers).map(|w| self.zone.active_connections(w)).sum();
+        let share = total / workers as u64;
+        self.zone.active_connections(index) > share + share / 8 + 1
+    }
+}
+
+/// Closes, every second, the upstream connections idle past `keepalive_timeout_ms`.
+async fn close_idle_upstream_connections(proxy: Arc<Proxy>) {
+    let mut ticks = interval(Duration::from_secs(1));
+    ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let mut shutdown = proxy.shutdown.clone();
+    loop {
+        tokio::select! {
+            _ = ticks.tick() => proxy.pools.close_expired(),
+            _ = shutdown.wait_for(|stopping| *stopping) => return,
+        }
     }
 }
 

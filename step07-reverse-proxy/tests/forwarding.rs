@@ -376,7 +376,7 @@ fn a_client_that_leaves_cancels_its_upstream_request() {
     .expect("the request never reached the upstream");
     assert_eq!(upstream.peer_closed(), 0);
     // A client that waited, then left: its FIN comes well after its request. (One that comes
-    // with the request is a half-close, answered: see `HALF_CLOSE_WINDOW` in connection.rs,
+    // with the request is a half-close, answered: see `HALF_CLOSE_WINDOW` in client.rs,
     // and the contract's `a_half_closed_client_gets_its_answer_and_the_end`.)
     std::thread::sleep(Duration::from_millis(300));
     drop(client);

@@ -1,5 +1,7 @@
 //! Operating the proxy: `SIGHUP` with a broken file changes nothing, a good one under load
-//! fails no request; the admin port answers `/health`, `/config` and a `/metrics` that a
+//! fails no request, and one whose new workers fail while starting leaves the old ones
+//! serving; a worker at `--max-connections` stops accepting until a connection closes; the
+//! admin port answers `/health`, `/config` and a `/metrics` that a
 //! strict Prometheus text parser reads, with the figures the traffic should have produced,
 //! and refuses to listen on an address that is not loopback unless `--admin-allow-remote` is
 //! given; and the access log has a line per request naming the upstream and both times.
@@ -99,6 +101,97 @@ fn a_good_reload_under_load_fails_no_request() {
     );
     let after: BTreeSet<String> = (0..6).map(|_| served_by(&proxy.get("/"))).collect();
     assert_eq!(after, BTreeSet::from(["b".to_string()]));
+    proxy.server.assert_no_panic();
+}
+
+#[test]
+fn a_reload_whose_workers_fail_to_start_leaves_the_old_ones_serving() {
+    let (a, b) = (Upstream::start("a"), Upstream::start("b"));
+    // The workers of generation 2 fail at start-up, on purpose (see `worker.rs`).
+    let proxy = Proxy::start_with_env(
+        &one_group("", &[a.addr()]),
+        2,
+        &["--quiet"],
+        &[("STEP07_TEST_FAIL_GENERATION", "2")],
+    );
+    let before: BTreeSet<u32> = proxy.wait_for_workers(2).into_iter().collect();
+    proxy.config.write(&one_group("", &[b.addr()]));
+    proxy.server.signal(Signal::SIGHUP);
+    let failed_starts = || {
+        proxy
+            .server
+            .stderr_lines()
+            .iter()
+            .filter(|line| line.contains("start-up failed on purpose"))
+            .count()
+    };
+    wait_for(Duration::from_secs(10), || {
+        (failed_starts() >= 2).then_some(())
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "generation 2 did not fail: {:?}",
+            proxy.server.stderr_lines()
+        )
+    });
+    // For a while (the master keeps restarting the failing ones), generation 1 serves, whole.
+    let until = std::time::Instant::now() + Duration::from_millis(1500);
+    while std::time::Instant::now() < until {
+        let response = proxy.get("/");
+        assert_eq!((response.status, served_by(&response).as_str()), (200, "a"));
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let serving: BTreeSet<u32> = proxy.server.workers().into_iter().collect();
+    assert!(
+        serving.is_superset(&before),
+        "generation 1 was retired for a generation that never started: {before:?} {serving:?}"
+    );
+    assert_eq!(b.requests(), 0);
+    // The next reload (generation 3) starts, and replaces generation 1.
+    proxy.server.signal(Signal::SIGHUP);
+    wait_for(Duration::from_secs(15), || {
+        (served_by(&proxy.get("/")) == "b").then_some(())
+    })
+    .expect("generation 3 never served");
+    wait_for(Duration::from_secs(15), || {
+        let now: BTreeSet<u32> = proxy.server.workers().into_iter().collect();
+        now.is_disjoint(&before).then_some(())
+    })
+    .expect("generation 1 was never retired");
+    proxy.server.assert_no_panic();
+}
+
+#[test]
+fn a_worker_at_its_connection_cap_accepts_again_when_one_closes() {
+    let upstream = Upstream::start("a");
+    let proxy = Proxy::start(
+        &one_group("", &[upstream.addr()]),
+        1,
+        &["--quiet", "--max-connections", "2"],
+    );
+    let mut first = Client::connect(proxy.addr());
+    let mut second = Client::connect(proxy.addr());
+    assert_eq!(first.get("/").status, 200);
+    assert_eq!(second.get("/").status, 200);
+    // The kernel completes the third connection (the backlog), but the worker does not take it.
+    let mut third = Client::connect(proxy.addr());
+    third.send(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n");
+    third
+        .stream()
+        .set_read_timeout(Some(Duration::from_millis(700)))
+        .unwrap();
+    let waiting = third.try_read_response(false);
+    assert!(waiting.is_err(), "answered beyond the cap: {waiting:?}");
+    drop(first);
+    third
+        .stream()
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let response = third
+        .try_read_response(false)
+        .unwrap_or_else(|error| panic!("not served once a slot was free: {error}"));
+    assert_eq!(response.status, 200);
+    assert_eq!(second.get("/").status, 200, "the others go on");
     proxy.server.assert_no_panic();
 }
 

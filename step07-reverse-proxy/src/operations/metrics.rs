@@ -12,8 +12,8 @@
 
 use std::fmt::Write;
 
+use super::zone::{BUCKETS_US, CLASSES, Zone};
 use crate::config::Config;
-use crate::zone::{BUCKETS_US, CLASSES, Zone};
 
 /// The text of `/metrics` for a generation of `workers` workers.
 pub fn render(config: &Config, zone: &Zone, workers: usize) -> String {

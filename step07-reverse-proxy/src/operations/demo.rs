@@ -11,7 +11,8 @@
 //! it; when the master exits, however it exits, the pipe closes, and the upstream reads end of
 //! file and shuts down gracefully, as step 06's workers watch their master.
 
-use std::io::{BufRead, BufReader, Read};
+use std::fmt;
+use std::io::{self, BufRead, BufReader, Read};
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -21,6 +22,46 @@ use std::time::{Duration, Instant};
 use common::listen::{ListenOptions, announce, bind_listener};
 use common::{CommonArgs, Signals, Site};
 use step05_epoll_kqueue::{EventLoop, LoopConfig, LoopStats};
+
+/// Why the demo's upstreams could not be started, or one could not serve.
+#[derive(Debug)]
+pub enum DemoError {
+    /// A system call failed while doing `what`.
+    Io {
+        what: &'static str,
+        source: io::Error,
+    },
+    /// A demo upstream cannot listen (`common::listen`'s one line).
+    Listen(String),
+    /// A demo upstream did not print its `listening on` line; what it printed instead.
+    NoStartLine(Option<String>),
+}
+
+impl fmt::Display for DemoError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DemoError::Io { what, source } => write!(f, "cannot {what}: {source}"),
+            DemoError::Listen(why) => f.write_str(why),
+            DemoError::NoStartLine(line) => {
+                write!(f, "a demo upstream did not start (it said {line:?})")
+            }
+        }
+    }
+}
+
+impl std::error::Error for DemoError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            DemoError::Io { source, .. } => Some(source),
+            _ => None,
+        }
+    }
+}
+
+/// `map_err` for a failed `what`.
+fn failed(what: &'static str) -> impl FnOnce(io::Error) -> DemoError {
+    move |source| DemoError::Io { what, source }
+}
 
 /// The demo's upstream processes.
 pub struct DemoUpstreams {
@@ -33,11 +74,10 @@ impl DemoUpstreams {
     ///
     /// # Errors
     ///
-    /// One line, when one cannot be started; those already started are stopped.
-    pub fn start(count: usize) -> Result<DemoUpstreams, String> {
-        let binary = std::env::current_exe().map_err(|error| {
-            format!("cannot find this program to start the demo upstreams: {error}")
-        })?;
+    /// [`DemoError`], when one cannot be started; those already started are stopped.
+    pub fn start(count: usize) -> Result<DemoUpstreams, DemoError> {
+        let binary = std::env::current_exe()
+            .map_err(failed("find this program to start the demo upstreams"))?;
         let mut demo = DemoUpstreams {
             children: Vec::new(),
             addrs: Vec::new(),
@@ -55,7 +95,7 @@ impl DemoUpstreams {
                 .stdin(Stdio::piped())
                 .stdout(Stdio::piped())
                 .spawn()
-                .map_err(|error| format!("cannot start a demo upstream: {error}"))?;
+                .map_err(failed("start a demo upstream"))?;
             let line = child.stdout.take().and_then(|stdout| {
                 let mut line = String::new();
                 BufReader::new(stdout).read_line(&mut line).ok()?;
@@ -66,7 +106,7 @@ impl DemoUpstreams {
                 .as_deref()
                 .and_then(|line| line.trim().strip_prefix("listening on http://"))
                 .and_then(|addr| addr.parse().ok())
-                .ok_or_else(|| format!("a demo upstream did not start (it said {line:?})"))?;
+                .ok_or_else(|| DemoError::NoStartLine(line.clone()))?;
             demo.addrs.push(addr);
         }
         Ok(demo)
@@ -98,16 +138,15 @@ impl DemoUpstreams {
 ///
 /// # Errors
 ///
-/// One line, when it cannot listen or start its loop.
-pub fn serve_upstream(common: &CommonArgs) -> Result<(), String> {
+/// [`DemoError`], when it cannot listen or start its loop.
+pub fn serve_upstream(common: &CommonArgs) -> Result<(), DemoError> {
     let options = ListenOptions {
         nonblocking: true,
         ..ListenOptions::default()
     };
-    let listener = bind_listener(&common.host, common.port, options)?;
-    let signals = Signals::install(&[])
-        .map_err(|error| format!("cannot install signal handlers: {error}"))?;
-    announce(&listener).map_err(|error| format!("cannot print the start-up line: {error}"))?;
+    let listener = bind_listener(&common.host, common.port, options).map_err(DemoError::Listen)?;
+    let signals = Signals::install(&[]).map_err(failed("install signal handlers"))?;
+    announce(&listener).map_err(failed("print the start-up line"))?;
     thread::Builder::new()
         .name("lifeline".into())
         .spawn(move || {
@@ -115,12 +154,12 @@ pub fn serve_upstream(common: &CommonArgs) -> Result<(), String> {
             let _ = std::io::stdin().lock().read_to_end(&mut Vec::new());
             signals.request_shutdown();
         })
-        .map_err(|error| format!("cannot watch stdin: {error}"))?;
+        .map_err(failed("watch stdin"))?;
     let site = Site::new("step07-demo-upstream", common.delay());
     let config = LoopConfig::new(common);
     let event_loop = EventLoop::new(&site, config, signals, Arc::new(LoopStats::default()))
-        .map_err(|error| format!("cannot start the event loop: {error}"))?;
+        .map_err(failed("start the event loop"))?;
     event_loop
         .run(listener)
-        .map_err(|error| format!("the event loop failed: {error}"))
+        .map_err(failed("run the event loop"))
 }
