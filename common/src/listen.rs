@@ -2,13 +2,13 @@
 
 use std::io::{self, ErrorKind, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
-use std::os::fd::{AsFd, AsRawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::time::{Duration, Instant};
 
 use nix::fcntl::{FcntlArg, FdFlag, OFlag, fcntl};
 use nix::sys::socket::{
-    AddressFamily, Backlog, SockFlag, SockType, SockaddrStorage, bind, listen, setsockopt, socket,
-    sockopt,
+    AddressFamily, Backlog, SockFlag, SockType, SockaddrStorage, bind, getsockopt, listen,
+    setsockopt, socket, sockopt,
 };
 
 use crate::log;
@@ -65,6 +65,97 @@ fn open(address: SocketAddr, options: ListenOptions) -> nix::Result<TcpListener>
         fcntl(&fd, FcntlArg::F_SETFL(OFlag::O_NONBLOCK))?;
     }
     Ok(TcpListener::from(fd))
+}
+
+/// The environment variable in which a master starting its successor names the listening
+/// sockets the successor inherits, as `name=fd;name=fd` (`main=5;admin=6`): nginx's `NGINX`
+/// variable (`NGINX=5;6;`), with names because our sockets are not all bound from one list.
+pub const INHERITED_VARIABLE: &str = "FORK_TO_PROXY_LISTENERS";
+
+/// The `name=fd;...` value of [`INHERITED_VARIABLE`] for `listeners`.
+pub fn inherited_value(listeners: &[(&str, RawFd)]) -> String {
+    let entries: Vec<String> = listeners
+        .iter()
+        .map(|(name, fd)| format!("{name}={fd}"))
+        .collect();
+    entries.join(";")
+}
+
+/// The listening socket named `name` that this process inherited from the master it replaces
+/// (see [`INHERITED_VARIABLE`]), if it inherited one: the socket is adopted instead of bound,
+/// so that it never closes and the connections in its backlog are not lost. Call it at most
+/// once per name.
+///
+/// # Errors
+///
+/// When the variable names a descriptor that is not a listening TCP socket.
+pub fn inherited(name: &str, options: ListenOptions) -> Option<Result<TcpListener, String>> {
+    let value = std::env::var(INHERITED_VARIABLE).ok()?;
+    let fd = value.split(';').find_map(|entry| {
+        let (entry_name, fd) = entry.split_once('=')?;
+        (entry_name == name).then(|| fd.parse::<RawFd>().ok())
+    })?;
+    let Some(fd) = fd else {
+        return Some(Err(format!(
+            "{INHERITED_VARIABLE}: {name} is not a descriptor number: {value:?}"
+        )));
+    };
+    Some(adopt(fd, options).map_err(|why| format!("{INHERITED_VARIABLE}: {name}={fd}: {why}")))
+}
+
+/// Takes ownership of descriptor `fd`, which this process did not open, as a listening socket,
+/// after checking that it is one: an open TCP socket in the listening state.
+fn adopt(fd: RawFd, options: ListenOptions) -> Result<TcpListener, String> {
+    let owned = own_inherited(fd)?;
+    let kind = getsockopt(&owned, sockopt::SockType).map_err(|errno| errno.desc().to_string())?;
+    if kind != SockType::Stream {
+        return Err("not a stream socket".into());
+    }
+    if !getsockopt(&owned, sockopt::AcceptConn).map_err(|errno| errno.desc().to_string())? {
+        return Err("a socket that is not listening".into());
+    }
+    // The old master cleared close-on-exec so that the descriptor survived its `exec`; set it
+    // again, so that nothing this process execs in turn inherits it unasked.
+    fcntl(&owned, FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC)).map_err(|e| e.desc().to_string())?;
+    if options.nonblocking {
+        fcntl(&owned, FcntlArg::F_SETFL(OFlag::O_NONBLOCK)).map_err(|e| e.desc().to_string())?;
+    }
+    let listener = TcpListener::from(owned);
+    // A Unix socket would pass the checks above; a TCP listener has an IP address.
+    listener
+        .local_addr()
+        .map_err(|error| format!("not a TCP socket: {error}"))?;
+    Ok(listener)
+}
+
+/// Takes ownership of descriptor `fd`, inherited across `exec` from the process that named it
+/// to us (in the environment), after checking that it is open. Call it once per descriptor.
+///
+/// # Errors
+///
+/// When `fd` is not an open descriptor above stderr's.
+pub fn own_inherited(fd: RawFd) -> Result<OwnedFd, String> {
+    // SAFETY: fcntl(F_GETFD) reads a descriptor's flags and touches no memory; on a number
+    // that is not an open descriptor it fails with EBADF, which is what we check.
+    if fd <= 2 || unsafe { libc::fcntl(fd, libc::F_GETFD) } < 0 {
+        return Err(format!("{fd} is not an open descriptor"));
+    }
+    // SAFETY: `fd` is open (checked above) and was handed to this process to own: the process
+    // that exec'd us keeps no claim on it here, and the caller takes each number once, so
+    // nothing else in this process owns it. Dropping the `OwnedFd` on an error closes it,
+    // which is right for a descriptor we cannot use.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Lets the descriptor of `listener` survive an `exec`, for [`INHERITED_VARIABLE`]. Only in a
+/// child about to exec: the flag is per descriptor, so anything else this process started
+/// meanwhile would inherit it too.
+///
+/// # Errors
+///
+/// When `fcntl` fails.
+pub fn keep_across_exec(fd: BorrowedFd<'_>) -> nix::Result<()> {
+    fcntl(fd, FcntlArg::F_SETFD(FdFlag::empty())).map(drop)
 }
 
 /// Linux: asks the kernel to hand over a connection of `listener` only once its first bytes have
@@ -163,5 +254,43 @@ pub fn accept_ready(listener: &TcpListener, signals: Signals) -> Option<TcpStrea
             }
             None
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::fd::IntoRawFd;
+
+    #[test]
+    fn a_listening_socket_is_adopted_and_anything_else_refused() {
+        let bound = bind_listener("127.0.0.1", 0, ListenOptions::default()).expect("bind");
+        let address = bound.local_addr().expect("address");
+        let fd = bound.into_raw_fd();
+        let adopted = adopt(fd, ListenOptions::default()).expect("a listening socket");
+        assert_eq!(adopted.local_addr().expect("address"), address);
+        // A TCP socket that is not listening, a pipe, and a number that is not open.
+        let unbound = socket(
+            AddressFamily::Inet,
+            SockType::Stream,
+            SockFlag::empty(),
+            None,
+        )
+        .expect("socket");
+        let error = adopt(unbound.into_raw_fd(), ListenOptions::default()).unwrap_err();
+        assert!(error.contains("not listening"), "{error}");
+        let (read, _write) = nix::unistd::pipe().expect("pipe");
+        assert!(adopt(read.into_raw_fd(), ListenOptions::default()).is_err());
+        // Far above any descriptor a test opens (closing one of ours to reuse its number
+        // would race with the tests running beside this one).
+        assert!(adopt(1 << 20, ListenOptions::default()).is_err());
+    }
+
+    #[test]
+    fn the_variable_names_each_socket() {
+        assert_eq!(
+            inherited_value(&[("main", 5), ("admin", 7)]),
+            "main=5;admin=7"
+        );
     }
 }

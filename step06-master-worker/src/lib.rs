@@ -20,6 +20,8 @@
 //! - [`lifeline`]: workers exit when the master dies.
 //! - [`ready`]: workers tell the master they are ready, so that a reload retires the old ones
 //!   only then.
+//! - [`upgrade`]: `SIGUSR2` starts the binary on disk as a new master, hands it the listening
+//!   socket, and retires the old master once the new one's workers are ready.
 //! - [`backoff`]: restarting at once, but not in a fork storm.
 
 pub mod backoff;
@@ -29,6 +31,7 @@ pub mod listening;
 pub mod master;
 pub mod pool_runner;
 pub mod ready;
+pub mod upgrade;
 pub mod worker;
 
 pub use config::{MasterArgs, MasterConfig, WorkerCount};

@@ -19,7 +19,10 @@
 use std::fmt;
 use std::net::{SocketAddr, TcpListener};
 
-use common::listen::{ListenOptions, bind_listener};
+use common::listen::{ListenOptions, bind_listener, inherited};
+
+/// The main listening socket's name in [`common::listen::INHERITED_VARIABLE`].
+pub const MAIN_LISTENER: &str = "main";
 
 /// How the workers get their listening socket (`--listen`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -63,6 +66,20 @@ impl Listening {
             reuse_port: mode == ListenMode::Reuseport,
             nonblocking: true,
         };
+        // A master started by `SIGUSR2` (see [`crate::upgrade`]) adopts the socket its
+        // predecessor hands over instead of binding: the port never closes. (In reuseport mode
+        // it is a socket of the group, bound for it by the old master.)
+        if let Some(socket) = inherited(MAIN_LISTENER, options) {
+            let socket = socket?;
+            let address = socket
+                .local_addr()
+                .map_err(|error| format!("cannot listen on {host}:{port}: {error}"))?;
+            return Ok(Listening {
+                mode,
+                address,
+                socket: Some(socket),
+            });
+        }
         if mode == ListenMode::Reuseport && port != 0 {
             // SO_REUSEPORT lets any process of the same user bind a port that is in use: a
             // second copy of the server would silently share this one's port instead of failing.
@@ -99,7 +116,9 @@ impl Listening {
         }
     }
 
-    /// In a worker just forked: its listening socket, inherited or bound now.
+    /// In a worker just forked, or in the child that is about to exec a new master (see
+    /// [`crate::upgrade`]): its listening socket, inherited or bound now. A reuseport master's
+    /// successor gets a fresh socket of the group, as a worker does.
     ///
     /// # Errors
     ///

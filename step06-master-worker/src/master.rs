@@ -6,12 +6,14 @@
 //!     wait for a signal or a "ready" message, at most until the next deadline
 //!     SIGCHLD -> reap every worker that exited; restart those that were serving
 //!     SIGHUP  -> reload: fork a new generation; retire the old one once the new one is ready
+//!     SIGUSR2 -> upgrade: exec the binary on disk as a new master, handing it the socket;
+//!                once it says it is ready, stop as for SIGTERM (see crate::upgrade)
 //!     SIGTERM -> ask every worker to finish and exit, reap them all, exit 0
 //! }
 //! ```
 //!
 //! Signals are the master's whole control interface, as they are nginx's: `kill -HUP` reloads,
-//! `kill -TERM` stops, and `SIGCHLD`, which the kernel sends when a child exits, is how the
+//! `kill -USR2` upgrades, `kill -TERM` stops, and `SIGCHLD`, which the kernel sends when a child exits, is how the
 //! master learns of a crash at once instead of checking every second. All of them arrive
 //! through `common::signals`' pipes, so the loop is one `poll` and nothing runs in a handler.
 //!
@@ -24,6 +26,7 @@
 //! why each worker creates its threads (its pool, its lifeline watcher) itself, after the fork.
 
 use std::collections::HashMap;
+use std::os::fd::OwnedFd;
 use std::time::{Duration, Instant};
 
 use common::listen::announce;
@@ -37,8 +40,9 @@ use nix::unistd::{ForkResult, Pid};
 use crate::backoff::Backoff;
 use crate::config::MasterConfig;
 use crate::lifeline::Lifeline;
-use crate::listening::Listening;
+use crate::listening::{Listening, MAIN_LISTENER};
 use crate::ready::ReadyPipe;
+use crate::upgrade::{Predecessor, Progress, Upgrade};
 use crate::worker::{Worker, WorkerBody};
 
 /// One worker process, alive or not yet reaped.
@@ -70,7 +74,7 @@ pub struct Master {
     /// The listening socket(s): kept for the workers still to be forked (see
     /// [`crate::listening`]).
     listening: Listening,
-    /// Wakes the loop on `SIGCHLD`, `SIGHUP`, `SIGTERM` and `SIGINT`; each worker gets pipes
+    /// Wakes the loop on `SIGCHLD`, `SIGHUP`, `SIGUSR2`, `SIGTERM` and `SIGINT`; each worker gets pipes
     /// of its own when it is forked.
     signals: Signals,
     /// Its write end, open for as long as the master lives, keeps every worker serving.
@@ -79,6 +83,14 @@ pub struct Master {
     ready: ReadyPipe,
     /// This process, as the workers' `/stats` name it.
     pid: u32,
+    /// The master this one replaces, if `SIGUSR2` started it: told when the first generation
+    /// of workers is ready. Its `generation` counts binary upgrades (`/stats`'
+    /// `master_generation`).
+    predecessor: Predecessor,
+    /// The master started by `SIGUSR2`, until it is ready or has failed.
+    successor: Option<Upgrade>,
+    /// New masters that failed and were stopped, not reaped yet.
+    given_up: Vec<Pid>,
     /// 1 at start, one more at every reload; workers of an older generation are being retired.
     generation: u64,
     /// The current generation's slots, by worker index.
@@ -95,8 +107,9 @@ impl Master {
     ///
     /// One line saying what failed.
     pub fn start(config: MasterConfig, listening: Listening) -> Result<Master, String> {
-        let signals = Signals::install(&[Signal::SIGCHLD, Signal::SIGHUP])
+        let signals = Signals::install(&[Signal::SIGCHLD, Signal::SIGHUP, Signal::SIGUSR2])
             .map_err(|error| format!("cannot install signal handlers: {error}"))?;
+        let predecessor = Predecessor::from_environment()?;
         let lifeline =
             Lifeline::new().map_err(|error| format!("cannot create the lifeline: {error}"))?;
         let ready =
@@ -114,6 +127,9 @@ impl Master {
             lifeline,
             ready,
             pid: std::process::id(),
+            predecessor,
+            successor: None,
+            given_up: Vec::new(),
             generation: 1,
             slots: Vec::new(),
             workers: HashMap::new(),
@@ -126,11 +142,12 @@ impl Master {
         self.start_generation(body);
         let mut status = 0;
         while !self.signals.shutdown_requested() {
-            let fds = [
+            let mut fds = vec![
                 self.signals.shutdown_fd(),
                 self.signals.wake_fd(),
                 self.ready.fd(),
             ];
+            fds.extend(self.successor.as_ref().map(Upgrade::fd));
             if let Err(error) = wait_readable(&fds, self.next_deadline()) {
                 log::error(format_args!("master: cannot wait for events: {error}"));
                 status = 1;
@@ -145,12 +162,85 @@ impl Master {
             if pending.contains(Signal::SIGHUP) {
                 self.reload(body);
             }
+            if pending.contains(Signal::SIGUSR2) {
+                self.upgrade(body);
+            }
+            if self.successor_is_ready() {
+                break;
+            }
             self.respawn_due(body);
             self.retire_replaced();
             self.kill_overdue();
         }
         self.stop_all();
         status
+    }
+
+    /// `SIGUSR2`: starts the binary on disk as a new master, handing it the listening sockets
+    /// (see [`crate::upgrade`]). This master serves on until the new one is ready.
+    fn upgrade(&mut self, body: &impl WorkerBody) {
+        if let Some(successor) = &self.successor {
+            log::error(format_args!(
+                "master: upgrade already under way (new master pid {}): SIGUSR2 ignored",
+                successor.pid
+            ));
+            return;
+        }
+        let listening = &mut self.listening;
+        let start = Upgrade::start(self.signals, self.predecessor.generation, || {
+            // In the child, which execs next.
+            let main = listening.for_worker()?;
+            let mut listeners = vec![(MAIN_LISTENER, OwnedFd::from(main))];
+            for (name, fd) in body.listeners_to_hand_over() {
+                let fd = fd
+                    .try_clone_to_owned()
+                    .map_err(|error| format!("cannot hand over {name}: {error}"))?;
+                listeners.push((name, fd));
+            }
+            Ok(listeners)
+        });
+        match start {
+            Ok(successor) => {
+                log::event(format_args!(
+                    "master: upgrade: started a new master (pid {}); serving until it is ready",
+                    successor.pid
+                ));
+                self.successor = Some(successor);
+            }
+            Err(why) => log::error(format_args!(
+                "master: upgrade failed: {why}; this master goes on serving"
+            )),
+        }
+    }
+
+    /// Whether the new master started by `SIGUSR2` is ready, so that this one must retire. A
+    /// failed one is stopped, and this master goes on serving.
+    fn successor_is_ready(&mut self) -> bool {
+        let Some(successor) = &mut self.successor else {
+            return false;
+        };
+        match successor.progress() {
+            Progress::Waiting => false,
+            Progress::Ready => {
+                log::event(format_args!(
+                    "master: upgrade: the new master (pid {}) is ready; this one retires",
+                    successor.pid
+                ));
+                true
+            }
+            Progress::Failed(why) => {
+                // It may still be there (too slow): stop it and its workers.
+                if successor.ended.is_none() {
+                    let _ = kill(successor.pid, Signal::SIGTERM);
+                    self.given_up.push(successor.pid);
+                }
+                log::error(format_args!(
+                    "master: upgrade failed: {why}; this master goes on serving"
+                ));
+                self.successor = None;
+                false
+            }
+        }
     }
 
     /// Forks a worker for every slot of a fresh generation.
@@ -205,6 +295,8 @@ impl Master {
     /// In the child, right after the fork: from here on this process is a worker, and it never
     /// returns to the master's loop.
     fn become_worker(&mut self, index: usize, body: &impl WorkerBody) -> i32 {
+        self.predecessor.forget();
+        self.successor = None;
         if let Err(error) = self.lifeline.watch(self.signals) {
             log::error(format_args!(
                 "worker {index}: cannot watch the master: {error}"
@@ -225,6 +317,7 @@ impl Master {
             generation: self.generation,
             restarts: self.slots[index].restarts,
             master_pid: self.pid,
+            master_generation: self.predecessor.generation,
             listener,
             listen_mode: self.listening.mode(),
             signals: self.signals,
@@ -254,6 +347,13 @@ impl Master {
             };
             if let Some(worker) = self.workers.remove(&pid) {
                 self.exited(pid, &worker, status);
+            } else if let Some(successor) = self.successor.as_mut().filter(|s| s.pid == pid) {
+                // The new master ended before it said it was ready: its pipe's end of file
+                // tells `successor_is_ready`, whose one line says how it ended.
+                successor.ended = Some(describe(status));
+            } else if let Some(at) = self.given_up.iter().position(|&given_up| given_up == pid) {
+                // A new master that failed and was stopped: already reported.
+                self.given_up.swap_remove(at);
             } else {
                 // Not a worker. In a container the master is PID 1, and the kernel gives PID 1
                 // every orphan of the container (a process whose parent died): like init, it
@@ -338,6 +438,8 @@ impl Master {
         if !all_ready {
             return;
         }
+        // A master started by SIGUSR2 tells the old one, which retires in turn.
+        self.predecessor.ready();
         for (pid, worker) in &mut self.workers {
             if worker.generation < current && worker.stop_sent.is_none() {
                 ask_to_stop(*pid, worker);
@@ -374,7 +476,8 @@ impl Master {
             .filter(|worker| !worker.killed)
             .filter_map(|worker| worker.stop_sent)
             .map(|asked| asked + self.config.stop_timeout);
-        respawns.chain(stops).min()
+        let upgrade = self.successor.as_ref().map(|successor| successor.deadline);
+        respawns.chain(stops).chain(upgrade).min()
     }
 
     /// `SIGTERM`/`SIGINT`: every worker finishes its requests in flight and exits; returns

@@ -6,6 +6,7 @@
 //! for blocking work. Step 07 plugs in a reverse proxy's body and keeps the master as it is.
 
 use std::net::TcpListener;
+use std::os::fd::BorrowedFd;
 use std::sync::Arc;
 
 use common::{CommonArgs, Signals, Site, log};
@@ -27,6 +28,9 @@ pub struct Worker {
     /// How many workers of this slot died and were replaced before this one, in this generation.
     pub restarts: u64,
     pub master_pid: u32,
+    /// 1 for a master started by hand, one more for each binary upgrade (`SIGUSR2`, see
+    /// [`crate::upgrade`]).
+    pub master_generation: u64,
     /// Ready to accept, non-blocking: shared with the other workers or its own (see
     /// [`crate::listening`]).
     pub listener: TcpListener,
@@ -58,6 +62,13 @@ pub trait WorkerBody {
     /// and return the exit status. Runs in the child, after the fork: create threads and
     /// runtimes here, never before.
     fn run(&self, worker: Worker) -> i32;
+
+    /// Listening sockets of its own, besides the main one, that a new master started by
+    /// `SIGUSR2` must inherit rather than bind again (step 07's admin port), by the name the new
+    /// master adopts them with (see [`common::listen::inherited`]).
+    fn listeners_to_hand_over(&self) -> Vec<(&'static str, BorrowedFd<'_>)> {
+        Vec::new()
+    }
 }
 
 /// Step 06's worker: the site, served by step 05's event loop.
@@ -106,8 +117,10 @@ impl SiteWorker {
                     worker.master_pid,
                     worker.listen_mode.to_string(),
                 );
+                let master_generation = worker.master_generation;
                 move |json| {
                     json.number("master_pid", master_pid)
+                        .number("master_generation", master_generation)
                         .number("worker_index", index)
                         .number("workers", workers)
                         .number("generation", generation)

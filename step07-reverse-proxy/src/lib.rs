@@ -59,4 +59,4 @@ pub use operations::admin::{AdminAddressError, check_address};
 pub use operations::demo::{DemoError, DemoUpstreams, serve_upstream};
 pub use operations::zone::Zone;
 pub use proxy::UpstreamClient;
-pub use worker::{LoadError, ProxyWorker};
+pub use worker::{ADMIN_LISTENER, LoadError, ProxyWorker};

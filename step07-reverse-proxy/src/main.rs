@@ -35,11 +35,12 @@ use std::sync::Arc;
 use clap::Parser;
 use common::CommonArgs;
 use common::args::{fail, parse};
-use common::listen::{ListenOptions, bind_listener};
+use common::listen::{ListenOptions, bind_listener, inherited};
 use common::log;
 use step06_master_worker::MasterArgs;
 use step07_reverse_proxy::{
-    Config, DemoUpstreams, ProxyWorker, UpstreamClient, Zone, check_address, serve_upstream,
+    ADMIN_LISTENER, Config, DemoUpstreams, ProxyWorker, UpstreamClient, Zone, check_address,
+    serve_upstream,
 };
 
 /// A reverse proxy: step 06's master and workers, forwarding to upstream servers.
@@ -109,7 +110,9 @@ fn main() {
             nonblocking: true,
             ..ListenOptions::default()
         };
-        bind_listener(&address.ip().to_string(), address.port(), options)
+        // A master started by SIGUSR2 adopts the admin socket of the one it replaces.
+        inherited(ADMIN_LISTENER, options)
+            .unwrap_or_else(|| bind_listener(&address.ip().to_string(), address.port(), options))
             .unwrap_or_else(|error| fail(format_args!("--admin: {error}")))
     });
     let master = args

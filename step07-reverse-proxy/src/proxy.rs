@@ -33,6 +33,8 @@ pub struct WorkerInfo {
     pub generation: u64,
     pub restarts: u64,
     pub master_pid: u32,
+    /// Binary upgrades (`SIGUSR2`) of the master so far, plus one.
+    pub master_generation: u64,
 }
 
 /// One worker's proxy.
@@ -85,6 +87,7 @@ impl Proxy {
                     .filter(|&u| !zone.is_down(u))
                     .count();
                 json.number("master_pid", worker.master_pid)
+                    .number("master_generation", worker.master_generation)
                     .number("worker_index", worker.index as u64)
                     .number("workers", worker.workers as u64)
                     .number("generation", worker.generation)

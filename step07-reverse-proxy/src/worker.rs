@@ -5,6 +5,7 @@
 use std::fmt;
 use std::io;
 use std::net::TcpListener as StdListener;
+use std::os::fd::{AsFd, BorrowedFd};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -33,6 +34,10 @@ const SHARE_PAUSE: Duration = Duration::from_millis(1);
 /// before it would announce that it is ready (as one whose runtime or sockets could not be
 /// set up would). It shows that such a generation never replaces the one in service.
 const FAIL_START_VARIABLE: &str = "STEP07_TEST_FAIL_GENERATION";
+
+/// The admin socket's name when a new master inherits it (see
+/// [`common::listen::inherited`]).
+pub const ADMIN_LISTENER: &str = "admin";
 
 /// What the master holds for its workers, and hands to each generation by forking.
 pub struct ProxyWorker {
@@ -185,6 +190,15 @@ impl WorkerBody for ProxyWorker {
             }
         }
     }
+
+    /// The admin port: a new master started by `SIGUSR2` adopts it (see `main.rs`), as it
+    /// adopts the main port.
+    fn listeners_to_hand_over(&self) -> Vec<(&'static str, BorrowedFd<'_>)> {
+        match &self.admin {
+            Some(admin) => vec![(ADMIN_LISTENER, admin.as_fd())],
+            None => Vec::new(),
+        }
+    }
 }
 
 impl ProxyWorker {
@@ -195,6 +209,7 @@ impl ProxyWorker {
             generation: worker.generation,
             restarts: worker.restarts,
             master_pid: worker.master_pid,
+            master_generation: worker.master_generation,
         };
         self.zone.worker_started(worker.index);
         // Only siblings on the same socket can take a connection this worker leaves for them.

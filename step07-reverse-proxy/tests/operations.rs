@@ -4,7 +4,8 @@
 //! admin port answers `/health`, `/config` and a `/metrics` that a
 //! strict Prometheus text parser reads, with the figures the traffic should have produced,
 //! and refuses to listen on an address that is not loopback unless `--admin-allow-remote` is
-//! given; and the access log has a line per request naming the upstream and both times.
+//! given; the access log has a line per request naming the upstream and both times; and
+//! `SIGUSR2` replaces the binary under load without failing a request.
 
 mod support;
 
@@ -18,6 +19,8 @@ use openmetrics_parser::{MetricsExposition, PrometheusType, PrometheusValue};
 use support::{Proxy, list, one_group, send, served_by, wait_for};
 use testkit::load::SteadyLoad;
 use testkit::server::run_to_exit;
+use testkit::tools::has_procfs;
+use testkit::upgrade;
 use testkit::upstream::{Upstream, refused_addr};
 use testkit::{Client, Response};
 
@@ -475,4 +478,64 @@ fn the_access_log_has_a_line_per_request_with_upstream_status_and_times() {
     let own = fields(&line_for("GET /stats"));
     assert_eq!(own[0], "200");
     assert_eq!(&own[3..], ["upstream=-", "upstream_time=-"], "{own:?}");
+}
+
+/// `kill -USR2 <master>`, step 06's binary upgrade with a proxy's workers, in both listen
+/// modes: under load no request fails; the new master adopts the admin port too (both masters
+/// name the same address), and starts afresh with demo upstreams, pools and health checks of
+/// its own (a different upstream address).
+#[test]
+fn an_upgrade_under_load_fails_no_request_in_both_modes() {
+    if !has_procfs("an_upgrade_under_load_fails_no_request") {
+        return;
+    }
+    let bin = env!("CARGO_BIN_EXE_step07-reverse-proxy");
+    for mode in ["shared", "reuseport"] {
+        let args = [
+            "--quiet",
+            "--workers",
+            "2",
+            "--listen",
+            mode,
+            "--demo-upstreams",
+            "1",
+            "--admin",
+            "127.0.0.1:0",
+        ];
+        // Two workers and the demo's upstream.
+        let (measured, stdout) =
+            upgrade::an_upgrade_under_load_fails_no_request(bin, &args, 3, "/");
+        eprintln!("{mode}: {measured}");
+        let lines = |prefix: &str| -> Vec<String> {
+            stdout
+                .iter()
+                .filter(|line| line.starts_with(prefix))
+                .cloned()
+                .collect()
+        };
+        let admin = lines("admin: listening on");
+        assert!(
+            admin.len() == 2 && admin[0] == admin[1],
+            "{mode}: the admin port was not handed over: {admin:?}"
+        );
+        let demo = lines("demo:");
+        assert!(
+            demo.len() == 2 && demo[0] != demo[1],
+            "{mode}: the new master did not start upstreams of its own: {demo:?}"
+        );
+    }
+}
+
+/// A broken binary on `SIGUSR2`: one log line, and the proxy goes on serving as it was.
+#[test]
+fn a_failing_new_binary_leaves_the_old_master_serving() {
+    if !has_procfs("a_failing_new_binary_leaves_the_old_master_serving") {
+        return;
+    }
+    let bin = env!("CARGO_BIN_EXE_step07-reverse-proxy");
+    let args = ["--quiet", "--workers", "2", "--demo-upstreams", "1"];
+    eprintln!(
+        "{}",
+        upgrade::a_failing_new_binary_leaves_the_old_master_serving(bin, &args, 3)
+    );
 }

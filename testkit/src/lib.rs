@@ -21,6 +21,7 @@
 //! - [`target`]: what the checks start: a step's binary, or any command with `{port}`.
 //! - [`slow`]: five hundred slow clients (`scripts/slow_clients.py`) against a step.
 //! - [`tools`]: external tools a test needs (python3), skipped with a printed reason.
+//! - [`upgrade`]: binary upgrades (`SIGUSR2`) under load, and with a broken new binary.
 //! - [`upstream`]: small HTTP upstreams for the reverse proxy to stand in front of.
 //! - [`wait`]: [`wait_for`], polling for a state instead of sleeping before a count.
 
@@ -37,6 +38,7 @@ pub mod server;
 pub mod slow;
 pub mod target;
 pub mod tools;
+pub mod upgrade;
 pub mod upstream;
 pub mod wait;
 

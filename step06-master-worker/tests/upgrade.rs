@@ -1,0 +1,53 @@
+//! Replacing the binary without closing the port (`kill -USR2 <master>`): a rebuilt binary
+//! takes over under load without failing a request, in both listen modes, and leaves no process
+//! of either generation behind; a broken one leaves the old master serving.
+
+use testkit::tools::has_procfs;
+use testkit::upgrade::{
+    a_failing_new_binary_leaves_the_old_master_serving, an_upgrade_under_load_fails_no_request,
+};
+
+const BIN: &str = env!("CARGO_BIN_EXE_step06-master-worker");
+
+/// The new master adopts the listening socket the old one hands over; the old one retires once
+/// the new workers are ready.
+#[test]
+fn an_upgrade_under_load_fails_no_request_shared() {
+    if !has_procfs("an_upgrade_under_load_fails_no_request_shared") {
+        return;
+    }
+    let args = ["--quiet", "--workers", "2", "--listen", "shared"];
+    eprintln!(
+        "{}",
+        an_upgrade_under_load_fails_no_request(BIN, &args, 2, "/").0
+    );
+}
+
+/// With `--listen reuseport` the new workers bind sockets of their own beside the old ones;
+/// the old ones close only once every new one is there.
+#[test]
+fn an_upgrade_under_load_fails_no_request_reuseport() {
+    if !has_procfs("an_upgrade_under_load_fails_no_request_reuseport") {
+        return;
+    }
+    let args = ["--quiet", "--workers", "2", "--listen", "reuseport"];
+    eprintln!(
+        "{}",
+        an_upgrade_under_load_fails_no_request(BIN, &args, 2, "/").0
+    );
+}
+
+/// A binary that exits at once: one log line, and the old master goes on serving.
+#[test]
+fn a_failing_new_binary_leaves_the_old_master_serving_in_both_modes() {
+    if !has_procfs("a_failing_new_binary_leaves_the_old_master_serving") {
+        return;
+    }
+    for mode in ["shared", "reuseport"] {
+        let args = ["--quiet", "--workers", "2", "--listen", mode];
+        eprintln!(
+            "{mode}: {}",
+            a_failing_new_binary_leaves_the_old_master_serving(BIN, &args, 2)
+        );
+    }
+}

@@ -1,0 +1,241 @@
+//! Binary upgrades (`kill -USR2 <master>`, steps 06 and 07): the scenarios both steps' tests run.
+//!
+//! The master execs the path it was started from, so each scenario starts a *copy* of the
+//! step's binary from a directory of its own, and then replaces that file as a rebuild would
+//! (a new file under the same name), or with a program that fails at once.
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+
+use crate::load::SteadyLoad;
+use crate::procfs;
+use crate::server::Server;
+use crate::wait::wait_for;
+
+/// A step's binary copied to a directory of its own, removed on drop.
+pub struct Installed {
+    source: PathBuf,
+    dir: PathBuf,
+    /// The copy: start the server from here.
+    pub path: PathBuf,
+}
+
+impl Installed {
+    /// Copies `bin` to a fresh temporary directory.
+    ///
+    /// # Panics
+    ///
+    /// When the copy cannot be made (a test helper: a panic fails the test).
+    pub fn new(bin: &str) -> Installed {
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        let source = PathBuf::from(bin);
+        let dir = std::env::temp_dir().join(format!(
+            "fork-to-proxy-upgrade-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::SeqCst)
+        ));
+        fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("cannot create {dir:?}: {e}"));
+        let name = source
+            .file_name()
+            .unwrap_or_else(|| panic!("{bin}: no file name"));
+        let path = dir.join(name);
+        let installed = Installed { source, dir, path };
+        installed.rebuild();
+        installed
+    }
+
+    /// The path as a `&str`, for [`Server::start`].
+    pub fn bin(&self) -> &str {
+        self.path
+            .to_str()
+            .unwrap_or_else(|| panic!("{:?}: not UTF-8", self.path))
+    }
+
+    /// Puts a new copy in place, as `cargo build` does: the running binary's file is removed
+    /// (its `/proc/PID/exe` now reads "(deleted)") and a new one takes its name.
+    pub fn rebuild(&self) {
+        let _ = fs::remove_file(&self.path);
+        fs::copy(&self.source, &self.path)
+            .unwrap_or_else(|e| panic!("cannot copy {:?} to {:?}: {e}", self.source, self.path));
+    }
+
+    /// Puts a program in place that fails at once, as a broken build would.
+    pub fn break_it(&self) {
+        let _ = fs::remove_file(&self.path);
+        fs::write(
+            &self.path,
+            "#!/bin/sh\necho 'this build is broken' >&2\nexit 3\n",
+        )
+        .unwrap_or_else(|e| panic!("cannot write {:?}: {e}", self.path));
+        fs::set_permissions(&self.path, fs::Permissions::from_mode(0o755))
+            .unwrap_or_else(|e| panic!("cannot chmod {:?}: {e}", self.path));
+    }
+}
+
+impl Drop for Installed {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// `/stats`' `master_pid` and `master_generation`, from one worker's answer.
+pub fn master_of(server: &Server) -> (u32, u64) {
+    let stats = server.get("/stats").json();
+    let number = |name: &str| {
+        stats[name]
+            .as_u64()
+            .unwrap_or_else(|| panic!("/stats has no {name}: {stats}"))
+    };
+    (number("master_pid") as u32, number("master_generation"))
+}
+
+/// `SIGUSR2` to the master of `bin` (started with `args`, which must make it run `children`
+/// processes: its workers and anything else it starts) while 8 clients keep asking for `path`,
+/// after the binary on disk was rebuilt: the new binary's master takes over (`/stats` names
+/// it, generation 2), the old master exits 0 with its workers, no request fails, and once the
+/// new master is stopped no process of either generation is left. Returns what it measured,
+/// and the lines both masters printed on stdout.
+pub fn an_upgrade_under_load_fails_no_request(
+    bin: &str,
+    args: &[&str],
+    children: usize,
+    path: &str,
+) -> (String, Vec<String>) {
+    let installed = Installed::new(bin);
+    let mut server = Server::start(installed.bin(), args);
+    let old_master = server.pid();
+    let old_children = server.wait_for_workers(children);
+    assert_eq!(master_of(&server), (old_master, 1));
+    let load = SteadyLoad::start(server.addr(), path, 8, Duration::from_millis(2), None);
+    thread::sleep(Duration::from_millis(300));
+    installed.rebuild();
+    server.signal(Signal::SIGUSR2);
+    let signalled = Instant::now();
+    let new_master = wait_for(Duration::from_secs(10), || {
+        let (pid, generation) = master_of(&server);
+        (pid != old_master).then_some((pid, generation))
+    });
+    let exited = server.wait_exit(Duration::from_secs(15));
+    let took = signalled.elapsed();
+    thread::sleep(Duration::from_millis(300));
+    let report = load.stop();
+    let Some((new_master, generation)) = new_master else {
+        panic!(
+            "SIGUSR2: no new master within 10 s; stderr: {:?}",
+            server.stderr_lines()
+        )
+    };
+    let measured = format!(
+        "SIGUSR2 under 8 clients: master {old_master} replaced by {new_master} (generation \
+         {generation}), the old one gone {:.2} s after the signal; {} of {} requests failed",
+        took.as_secs_f64(),
+        report.failures.len(),
+        report.ok + report.failures.len()
+    );
+    assert_eq!(generation, 2, "{measured}");
+    assert!(
+        exited.is_some_and(|status| status.success()),
+        "{measured}: the old master did not exit 0: {exited:?}; stderr: {:?}",
+        server.stderr_lines()
+    );
+    assert!(report.ok > 50, "{measured}: too few requests answered");
+    assert!(
+        report.failures.is_empty(),
+        "{measured}: {:?}",
+        report.failures.iter().take(3).collect::<Vec<_>>()
+    );
+    let left: Vec<u32> = old_children
+        .iter()
+        .copied()
+        .filter(|&pid| procfs::is_running(pid))
+        .collect();
+    assert!(left.is_empty(), "{measured}: old processes left: {left:?}");
+    // The rebuilt file runs, not the old one (which the kernel keeps as "(deleted)").
+    let exe = fs::read_link(format!("/proc/{new_master}/exe")).unwrap_or_default();
+    assert!(
+        !exe.to_string_lossy().ends_with("(deleted)"),
+        "{measured}: the new master runs the old binary: {exe:?}"
+    );
+    stop_master(new_master, children, &measured);
+    server.assert_no_panic();
+    (measured, server.stdout_lines())
+}
+
+/// `SIGUSR2` to the master of `bin` after its file was replaced by a program that exits at
+/// once: the old master logs one line, keeps serving with the same workers, and reaps the
+/// failed child (no zombie).
+pub fn a_failing_new_binary_leaves_the_old_master_serving(
+    bin: &str,
+    args: &[&str],
+    children: usize,
+) -> String {
+    let installed = Installed::new(bin);
+    let server = Server::start(installed.bin(), args);
+    let master = server.pid();
+    let workers = server.wait_for_workers(children);
+    installed.break_it();
+    server.signal(Signal::SIGUSR2);
+    let failed = |server: &Server| {
+        server
+            .stderr_lines()
+            .into_iter()
+            .filter(|line| line.contains("upgrade failed"))
+            .collect::<Vec<_>>()
+    };
+    let lines = wait_for(Duration::from_secs(10), || {
+        Some(failed(&server)).filter(|lines| !lines.is_empty())
+    })
+    .unwrap_or_else(|| panic!("no `upgrade failed` line: {:?}", server.stderr_lines()));
+    // Give a stray second line, or a zombie, the time to show.
+    thread::sleep(Duration::from_millis(200));
+    let measured = format!("a broken binary on SIGUSR2: {:?}", lines[0]);
+    assert_eq!(
+        failed(&server).len(),
+        1,
+        "{measured}: {:?}",
+        server.stderr_lines()
+    );
+    assert_eq!(server.workers(), workers, "{measured}: the workers changed");
+    let zombies: Vec<_> = procfs::children_of(master)
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|child| child.state == 'Z')
+        .collect();
+    assert!(zombies.is_empty(), "{measured}: zombies {zombies:?}");
+    for _ in 0..10 {
+        assert_eq!(master_of(&server), (master, 1), "{measured}");
+    }
+    server.assert_no_panic();
+    measured
+}
+
+/// `SIGTERM` to a master that is not the test's child (a new master, re-parented to init), and
+/// a check that it and its children are gone within 15 s.
+fn stop_master(master: u32, children: usize, measured: &str) {
+    let all = procfs::tree(master);
+    assert_eq!(
+        all.len(),
+        children + 1,
+        "{measured}: the new master runs {all:?}"
+    );
+    let _ = kill(Pid::from_raw(master as i32), Signal::SIGTERM);
+    let gone = wait_for(Duration::from_secs(15), || {
+        all.iter()
+            .all(|&pid| !procfs::is_running(pid))
+            .then_some(())
+    });
+    assert!(
+        gone.is_some(),
+        "{measured}: still running after SIGTERM: {:?}",
+        all.iter()
+            .filter(|&&pid| procfs::is_running(pid))
+            .collect::<Vec<_>>()
+    );
+}
