@@ -61,12 +61,13 @@ class Target:
 class Result:
     """One request's outcome."""
 
-    __slots__ = ("ok", "outcome", "latency", "pid", "worker", "server", "upstream")
+    __slots__ = ("ok", "outcome", "latency", "finished", "pid", "worker", "server", "upstream")
 
     def __init__(self, ok, outcome, latency, pid=None, worker=None, server=None, upstream=None):
         self.ok = ok
         self.outcome = outcome  # "HTTP 200", or the error's name
         self.latency = latency  # seconds
+        self.finished = time.perf_counter()  # when it ended: the answered timeline's gaps
         self.pid = pid
         self.worker = worker
         self.server = server
@@ -300,6 +301,22 @@ def time_wait_sockets(port):
     return (server, client) if found else None
 
 
+def largest_gap(results):
+    """(seconds, at): the longest time between two answers in a row, and when it began, in
+    seconds since the first request started. Under an open-loop load answers come every 1/rate
+    s; a server that stops answering for a while (a restart) shows as one long gap, even when no
+    request failed outright."""
+    if not results:
+        return 0.0, 0.0
+    start = min(result.finished - result.latency for result in results)
+    answered = sorted(result.finished for result in results if result.ok)
+    gap, at = 0.0, 0.0
+    for before, after in zip(answered, answered[1:]):
+        if after - before > gap:
+            gap, at = after - before, before - start
+    return gap, at
+
+
 def summarize(args, target, results, wall, idle=None, time_wait=None):
     # Throughput and latency are the answered requests': a refused connection is not an
     # answer, and with none answered there is no throughput or latency to report (None).
@@ -309,6 +326,7 @@ def summarize(args, target, results, wall, idle=None, time_wait=None):
     workers = {result.worker for result in results if result.worker is not None}
     servers = Counter(result.server for result in results if result.server)
     upstreams = Counter(result.upstream for result in results if result.upstream)
+    gap, gap_at = largest_gap(results)
     return {
         "url": target.url,
         "mode": "open" if args.rate else "closed",
@@ -322,6 +340,8 @@ def summarize(args, target, results, wall, idle=None, time_wait=None):
         "failed": sum(failures.values()),
         "failures": dict(failures.most_common()),
         "wall_s": round(wall, 4),
+        "largest_gap_ms": round(gap * 1000, 1),
+        "largest_gap_at_s": round(gap_at, 2),
         "requests_per_s": round(len(latencies) / wall, 1) if latencies and wall > 0 else None,
         "latency_ms": {
             "min": round(latencies[0], 2),
@@ -368,6 +388,11 @@ def print_summary(summary):
             "latency ms  min {min:.1f}  p50 {p50:.1f}  p90 {p90:.1f}  p99 {p99:.1f}  max {max:.1f}"
             .format(**latency),
         ]
+        if summary["mode"] == "open":
+            lines.append(
+                f"largest gap {summary['largest_gap_ms']:.1f} ms without an answer, from "
+                f"{summary['largest_gap_at_s']:.2f} s"
+            )
     if summary["distinct_pids"]:
         lines.append(f"answered by {summary['distinct_pids']} distinct pids (from /stats)")
     if summary["distinct_workers"]:
@@ -412,6 +437,8 @@ def parse_args(argv):
         "--idle", type=int, default=0, metavar="K", help="first open K idle keep-alive connections (default 0)"
     )
     parser.add_argument("--json", action="store_true", help="print the summary as one JSON object")
+    parser.add_argument("--timeline", action="store_true",
+                        help="with --json: add answered_at_s, when each answer came (s since the start)")
     args = parser.parse_args(argv)
     if (args.rate is None) != (args.duration is None):
         parser.error("--rate and --duration go together")
@@ -442,6 +469,11 @@ def main(argv=None):
             # Only what this run left behind: TIME_WAIT sockets of an earlier run may linger.
             time_wait = [max(0, now - then) for now, then in zip(after, before)]
         summary = summarize(args, target, results, wall, idle, time_wait)
+        if args.timeline:
+            start = min((result.finished - result.latency for result in results), default=0.0)
+            summary["answered_at_s"] = sorted(
+                round(result.finished - start, 4) for result in results if result.ok
+            )
     if args.json:
         print(json.dumps(summary))
     else:
