@@ -6,8 +6,8 @@
 //! step 05's loop unchanged (the crate is used as a library) on the listening socket, and gives
 //! blocking work to a small pool of step 04's threads, created in the worker after the fork. The
 //! master serves nothing: it restarts a worker that crashes or is killed, starts a new
-//! generation of workers on `SIGHUP` and retires the old ones without failing a request, and on
-//! `SIGTERM` stops them all gracefully. Workers are processes, not threads, so that one crash
+//! generation of workers on `SIGHUP` and retires the old ones without failing a request, hands
+//! the port to a new binary on `SIGUSR2`, and on `SIGTERM` stops them all gracefully. Workers are processes, not threads, so that one crash
 //! takes down one worker's connections and nothing else, and so that a worker can be replaced.
 //!
 //! The workers share one listening socket by default (`--listen shared`); `--listen reuseport`
@@ -24,6 +24,7 @@
 //! python3 scripts/accesses.py http://127.0.0.1:8090/stats -n 200 -c 20   # 2 pids, 2 workers
 //! pkill -9 -n step06-master   # the newest process: a worker. The master starts another at once.
 //! pkill -HUP -o step06-master # the oldest: the master. Generation 2, old workers retired.
+//! pkill -USR2 -o step06-master # rebuilt meanwhile? The new binary takes the port over.
 //! ```
 
 use clap::Parser;

@@ -42,7 +42,7 @@ use crate::config::MasterConfig;
 use crate::lifeline::Lifeline;
 use crate::listening::{Listening, MAIN_LISTENER};
 use crate::ready::ReadyPipe;
-use crate::upgrade::{Predecessor, Progress, Upgrade};
+use crate::upgrade::{Predecessor, Progress, Upgrade, stay_as_init};
 use crate::worker::{Worker, WorkerBody};
 
 /// One worker process, alive or not yet reaped.
@@ -141,6 +141,7 @@ impl Master {
     pub fn run(mut self, body: &mut impl WorkerBody) -> i32 {
         self.start_generation(body);
         let mut status = 0;
+        let mut handed_over = None;
         while !self.signals.shutdown_requested() {
             let mut fds = vec![
                 self.signals.shutdown_fd(),
@@ -166,6 +167,7 @@ impl Master {
                 self.upgrade(body);
             }
             if self.successor_is_ready() {
+                handed_over = self.successor.as_ref().map(|successor| successor.pid);
                 break;
             }
             self.respawn_due(body);
@@ -173,7 +175,10 @@ impl Master {
             self.kill_overdue();
         }
         self.stop_all();
-        status
+        match handed_over {
+            Some(successor) if self.pid == 1 => stay_as_init(self.signals, successor),
+            _ => status,
+        }
     }
 
     /// `SIGUSR2`: starts the binary on disk as a new master, handing it the listening sockets

@@ -42,8 +42,10 @@ use common::Signals;
 use common::listen::{INHERITED_VARIABLE, inherited_value, keep_across_exec, own_inherited};
 use common::log;
 use common::process::exit_child;
+use common::wait::wait_readable;
 use nix::errno::Errno;
 use nix::fcntl::{FcntlArg, FdFlag, OFlag, fcntl};
+use nix::sys::signal::{Signal, kill};
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::{ForkResult, Pid};
 
@@ -304,4 +306,63 @@ impl Predecessor {
     pub fn forget(&mut self) {
         self.ready = None;
     }
+}
+
+/// After a handover, in a master that is PID 1 (a container's, see chapter 07): when PID 1
+/// exits, the kernel kills every process of its namespace, the new master included. So this one
+/// stays, as a small init: it passes `SIGTERM`, `SIGINT`, `SIGHUP` and `SIGUSR2` on to the
+/// master in service, reaps orphans, and exits with that master's status once it is gone. A
+/// master that upgrades again leaves its own successor orphaned, handed to us: it is followed
+/// in turn.
+pub fn stay_as_init(signals: Signals, mut master: Pid) -> i32 {
+    log::event(format_args!(
+        "master: PID 1 stays, as init for the new master (pid {master})"
+    ));
+    let mut stop_sent = false;
+    loop {
+        let mut fds = vec![signals.wake_fd()];
+        // Once the stop is passed on, the shutdown pipe stays readable: stop watching it.
+        if !stop_sent {
+            fds.push(signals.shutdown_fd());
+        }
+        if let Err(error) = wait_readable(&fds, None) {
+            log::error(format_args!("init: cannot wait for events: {error}"));
+            return 1;
+        }
+        let pending = signals.take();
+        if signals.shutdown_requested() && !stop_sent {
+            let _ = kill(master, Signal::SIGTERM);
+            stop_sent = true;
+        }
+        for signal in [Signal::SIGHUP, Signal::SIGUSR2] {
+            if pending.contains(signal) {
+                let _ = kill(master, signal);
+            }
+        }
+        loop {
+            let status = match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
+                Ok(WaitStatus::StillAlive) => break,
+                Ok(status) => status,
+                // ECHILD: nobody left to serve or to reap.
+                Err(_) => return 0,
+            };
+            if status.pid() != Some(master) {
+                continue;
+            }
+            match (status, remaining_child()) {
+                // It upgraded in turn (and retired with 0): its successor is ours now.
+                (WaitStatus::Exited(_, 0), Some(next)) if !stop_sent => master = next,
+                (WaitStatus::Exited(_, code), _) => return code,
+                _ => return 1,
+            }
+        }
+    }
+}
+
+/// A child of this process still running, from Linux's `/proc/self/task/PID/children`.
+fn remaining_child() -> Option<Pid> {
+    let pid = std::process::id();
+    let children = std::fs::read_to_string(format!("/proc/self/task/{pid}/children")).ok()?;
+    let first = children.split_whitespace().next()?;
+    first.parse().ok().map(Pid::from_raw)
 }

@@ -19,7 +19,8 @@
 //!
 //! The limit: the proxy only knows the upstreams its file lists, by address, and speaks plain
 //! HTTP/1.1 to everyone. `docs/07-reverse-proxy.md` sketches what the cloud-native proxies add
-//! (service discovery, HTTP/2 and 3, gRPC, filters, upgrades without a restart) on this base.
+//! (service discovery, HTTP/2 and 3, gRPC, filters) on this base. (Replacing the binary without
+//! a restart it has already: step 06's master does it on `SIGUSR2`.)
 //!
 //! Try it (one terminal each):
 //!
