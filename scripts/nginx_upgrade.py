@@ -36,7 +36,8 @@ import time
 SCRIPTS = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, SCRIPTS)
 from servers import (  # noqa: E402
-    adopt_orphans, copy_site, free_port, process_tree, render_template, wait_for_port,
+    adopt_orphans, copy_site, free_port, kill_groups_and_reap, process_tree, render_template,
+    wait_for_port,
 )
 
 TIMELINE = [
@@ -152,20 +153,7 @@ def main(argv):
             return 1
         return 0
     finally:
-        if load is not None and load.poll() is None:
-            load.kill()
-            load.wait()
-        for group in groups:
-            try:
-                os.killpg(group, signal.SIGKILL)
-            except (ProcessLookupError, PermissionError):
-                pass
-        while True:  # the masters and workers, now our children (see adopt_orphans)
-            try:
-                if os.waitpid(-1, 0)[0] == 0:
-                    break
-            except ChildProcessError:
-                break
+        kill_groups_and_reap(groups, load)
         shutil.rmtree(workdir, ignore_errors=True)
 
 

@@ -82,6 +82,26 @@ def adopt_orphans():
         pass
 
 
+def kill_groups_and_reap(groups, load=None):
+    """The end of a run with adopt_orphans: kills `load` (a Popen) if it still runs, SIGKILL to
+    every process group of `groups`, then reaps every child we have (the servers' processes,
+    ours since adopt_orphans), so that nothing is left running or as a zombie."""
+    if load is not None and load.poll() is None:
+        load.kill()
+        load.wait()
+    for group in groups:
+        try:
+            os.killpg(group, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+    while True:
+        try:
+            if os.waitpid(-1, 0)[0] == 0:
+                break
+        except ChildProcessError:
+            break
+
+
 def build_release(crates):
     """`cargo build --release` for the given crates; exits with a message if it fails."""
     command = ["cargo", "build", "--release", "--quiet"]

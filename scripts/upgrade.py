@@ -39,8 +39,8 @@ SCRIPTS = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, SCRIPTS)
 from nginx_upgrade import nginx_processes, start_nginx  # noqa: E402
 from servers import (  # noqa: E402
-    ROOT, adopt_orphans, binary, build_release, copy_site, free_port, machine, render_template,
-    wait_for_port, write_data, write_region,
+    ROOT, adopt_orphans, binary, build_release, copy_site, free_port, kill_groups_and_reap, machine,
+    render_template, wait_for_port, write_data, write_region,
 )
 
 CHAPTER = os.path.join(ROOT, "docs", "beyond-step07.md")
@@ -161,20 +161,7 @@ def run_one(name, start, args):
             "p99_ms": (summary["latency_ms"] or {}).get("p99"),
         }
     finally:
-        if load is not None and load.poll() is None:
-            load.kill()
-            load.wait()
-        for group in groups:
-            try:
-                os.killpg(group, signal.SIGKILL)
-            except (ProcessLookupError, PermissionError):
-                pass
-        while True:  # every process of the run is our child now (see adopt_orphans)
-            try:
-                if os.waitpid(-1, 0)[0] == 0:
-                    break
-            except ChildProcessError:
-                break
+        kill_groups_and_reap(groups, load)
         shutil.rmtree(workdir, ignore_errors=True)
 
 
