@@ -103,6 +103,32 @@ pub fn inherited(name: &str, options: ListenOptions) -> Option<Result<TcpListene
     Some(adopt(fd, options).map_err(|why| format!("{INHERITED_VARIABLE}: {name}={fd}: {why}")))
 }
 
+/// Closes the sockets named in [`INHERITED_VARIABLE`] that nobody adopted with [`inherited`]
+/// (a listener the new configuration no longer has, as nginx closes the inherited sockets its
+/// configuration does not list): left open, each would queue connections that nobody accepts.
+/// Call it once every listener is adopted. An adopted socket is told apart by its
+/// close-on-exec flag, which `inherited` set again and the old master had cleared.
+pub fn close_unadopted() {
+    let Ok(value) = std::env::var(INHERITED_VARIABLE) else {
+        return;
+    };
+    let fds = value
+        .split(';')
+        .filter_map(|entry| entry.split_once('=')?.1.parse::<RawFd>().ok());
+    for fd in fds.filter(|&fd| fd > 2) {
+        // SAFETY: fcntl(F_GETFD) touches no memory; it fails with EBADF on a closed number.
+        let flags = unsafe { libc::fcntl(fd, libc::F_GETFD) };
+        if flags >= 0 && flags & libc::FD_CLOEXEC == 0 {
+            crate::log::error(format_args!(
+                "{INHERITED_VARIABLE}: closing descriptor {fd}, which nothing here listens on"
+            ));
+            // SAFETY: `fd` is open, was handed to this process by the master it replaces, and
+            // nothing adopted it (no close-on-exec flag), so nothing here owns or uses it.
+            unsafe { libc::close(fd) };
+        }
+    }
+}
+
 /// Takes ownership of descriptor `fd`, which this process did not open, as a listening socket,
 /// after checking that it is one: an open TCP socket in the listening state.
 fn adopt(fd: RawFd, options: ListenOptions) -> Result<TcpListener, String> {

@@ -39,7 +39,9 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use common::Signals;
-use common::listen::{INHERITED_VARIABLE, inherited_value, keep_across_exec, own_inherited};
+use common::listen::{
+    INHERITED_VARIABLE, close_unadopted, inherited_value, keep_across_exec, own_inherited,
+};
 use common::log;
 use common::process::exit_child;
 use common::wait::wait_readable;
@@ -249,6 +251,7 @@ impl Predecessor {
     ///
     /// When the variable is there but wrong.
     pub fn from_environment() -> Result<Predecessor, String> {
+        close_unadopted();
         let value = std::env::var(UPGRADE_VARIABLE).ok();
         // SAFETY: called by the master at start-up, before it forks or starts anything: this
         // process has one thread, so nothing reads the environment while it changes.

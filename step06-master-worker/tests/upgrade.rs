@@ -51,3 +51,19 @@ fn a_failing_new_binary_leaves_the_old_master_serving_in_both_modes() {
         );
     }
 }
+
+/// As PID 1 (a container's master), the old master does not exit after the handover, which
+/// would end the container: it stays as init for the new master and passes `SIGTERM` on.
+#[test]
+fn as_pid_1_the_old_master_stays_as_init() {
+    if !has_procfs("as_pid_1_the_old_master_stays_as_init") {
+        return;
+    }
+    match testkit::upgrade::as_pid_1_the_old_master_stays_as_init(BIN) {
+        Some(measured) => eprintln!("{measured}"),
+        None => eprintln!(
+            "skipped: as_pid_1_the_old_master_stays_as_init: `unshare --pid --fork` cannot run \
+             here (it needs root)"
+        ),
+    }
+}

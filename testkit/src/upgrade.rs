@@ -216,6 +216,78 @@ pub fn a_failing_new_binary_leaves_the_old_master_serving(
     measured
 }
 
+/// In a container the master is PID 1, whose exit would stop every process of its namespace:
+/// run `bin` as PID 1 of a PID namespace of its own (`unshare --pid --fork`), upgrade it with
+/// `SIGUSR2`, and check that the old master stays (as init for the new one, which serves), that
+/// `SIGTERM` to it is passed on, and that the whole namespace then ends with status 0. `None`
+/// when `unshare --pid` cannot run here (it needs root).
+pub fn as_pid_1_the_old_master_stays_as_init(bin: &str) -> Option<String> {
+    let probe = std::process::Command::new("unshare")
+        .args(["--pid", "--fork", "--mount-proc", "true"])
+        .stderr(std::process::Stdio::null())
+        .status();
+    if !probe.is_ok_and(|status| status.success()) {
+        return None;
+    }
+    let installed = Installed::new(bin);
+    let wrapper = installed.dir.join("as-pid-1");
+    fs::write(
+        &wrapper,
+        format!(
+            "#!/bin/sh\nexec unshare --pid --fork --mount-proc {:?} \"$@\"\n",
+            installed.path
+        ),
+    )
+    .unwrap_or_else(|e| panic!("cannot write {wrapper:?}: {e}"));
+    fs::set_permissions(&wrapper, fs::Permissions::from_mode(0o755))
+        .unwrap_or_else(|e| panic!("cannot chmod {wrapper:?}: {e}"));
+    let wrapper = wrapper
+        .to_str()
+        .unwrap_or_else(|| panic!("{wrapper:?}: not UTF-8"));
+    let mut server = Server::start(wrapper, &["--quiet", "--workers", "1"]);
+    // unshare's one child: the master, PID 1 inside, known here by its host pid.
+    let master = server.wait_for_workers(1)[0];
+    assert_eq!(master_of(&server), (1, 1), "the master is not PID 1");
+    let _ = kill(Pid::from_raw(master as i32), Signal::SIGUSR2);
+    let upgraded = wait_for(Duration::from_secs(10), || {
+        let (pid, generation) = master_of(&server);
+        (pid != 1).then_some((pid, generation))
+    });
+    let Some((new_master, generation)) = upgraded else {
+        panic!(
+            "SIGUSR2 to PID 1: no new master; stderr: {:?}",
+            server.stderr_lines()
+        );
+    };
+    assert_eq!(generation, 2);
+    // Its workers gone, the old master is still there, and the new one serves.
+    let stays = wait_for(Duration::from_secs(10), || {
+        server
+            .stdout_lines()
+            .iter()
+            .any(|line| line.contains("PID 1 stays"))
+            .then_some(())
+    });
+    assert!(stays.is_some(), "stdout: {:?}", server.stdout_lines());
+    assert!(
+        procfs::is_running(master),
+        "PID 1 exited after the handover"
+    );
+    assert_eq!(master_of(&server).0, new_master);
+    let _ = kill(Pid::from_raw(master as i32), Signal::SIGTERM);
+    let exited = server.wait_exit(Duration::from_secs(15));
+    assert!(
+        exited.is_some_and(|status| status.success()),
+        "SIGTERM to PID 1 after an upgrade: the namespace did not end with 0: {exited:?}; \
+         stderr: {:?}",
+        server.stderr_lines()
+    );
+    server.assert_no_panic();
+    Some(format!(
+        "PID 1 upgraded: new master {new_master} (pid inside), PID 1 stayed, SIGTERM ended both"
+    ))
+}
+
 /// `SIGTERM` to a master that is not the test's child (a new master, re-parented to init), and
 /// a check that it and its children are gone within 15 s.
 fn stop_master(master: u32, children: usize, measured: &str) {
