@@ -174,6 +174,17 @@ impl Master {
             self.retire_replaced();
             self.kill_overdue();
         }
+        if handed_over.is_none()
+            && let Some(successor) = self.successor.take()
+        {
+            // Stopped while a new master was starting: "stop" means the server, so it stops
+            // too, instead of being left to serve alone.
+            log::event(format_args!(
+                "master: stopping the new master (pid {}) too",
+                successor.pid
+            ));
+            let _ = kill(successor.pid, Signal::SIGTERM);
+        }
         self.stop_all();
         match handed_over {
             Some(successor) if self.pid == 1 => stay_as_init(self.signals, successor),
