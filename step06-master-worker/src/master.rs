@@ -13,9 +13,10 @@
 //! ```
 //!
 //! Signals are the master's whole control interface, as they are nginx's: `kill -HUP` reloads,
-//! `kill -USR2` upgrades, `kill -TERM` stops, and `SIGCHLD`, which the kernel sends when a child exits, is how the
-//! master learns of a crash at once instead of checking every second. All of them arrive
-//! through `common::signals`' pipes, so the loop is one `poll` and nothing runs in a handler.
+//! `kill -USR2` upgrades, `kill -TERM` stops, and `SIGCHLD`, which the kernel sends when a
+//! child exits, is how the master learns of a crash at once instead of checking every second.
+//! All of them arrive through `common::signals`' pipes, so the loop is one `poll` and nothing
+//! runs in a handler.
 //!
 //! # Fork safety
 //!
@@ -74,8 +75,8 @@ pub struct Master {
     /// The listening socket(s): kept for the workers still to be forked (see
     /// [`crate::listening`]).
     listening: Listening,
-    /// Wakes the loop on `SIGCHLD`, `SIGHUP`, `SIGUSR2`, `SIGTERM` and `SIGINT`; each worker gets pipes
-    /// of its own when it is forked.
+    /// Wakes the loop on `SIGCHLD`, `SIGHUP`, `SIGUSR2`, `SIGTERM` and `SIGINT`; each worker gets
+    /// pipes of its own when it is forked.
     signals: Signals,
     /// Its write end, open for as long as the master lives, keeps every worker serving.
     lifeline: Lifeline,
