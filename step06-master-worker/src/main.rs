@@ -7,8 +7,9 @@
 //! blocking work to a small pool of step 04's threads, created in the worker after the fork. The
 //! master serves nothing: it restarts a worker that crashes or is killed, starts a new
 //! generation of workers on `SIGHUP` and retires the old ones without failing a request, hands
-//! the port to a new binary on `SIGUSR2`, and on `SIGTERM` stops them all gracefully. Workers are processes, not threads, so that one crash
-//! takes down one worker's connections and nothing else, and so that a worker can be replaced.
+//! the port to a new binary on `SIGUSR2`, and on `SIGTERM` stops them all gracefully. Workers
+//! are processes, not threads, so that one crash takes down one worker's connections and
+//! nothing else, and so that a worker can be replaced.
 //!
 //! The workers share one listening socket by default (`--listen shared`); `--listen reuseport`
 //! gives each its own, as Rustify does. `docs/06-master-worker.md` measures the difference.
