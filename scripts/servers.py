@@ -122,8 +122,9 @@ def stop_group(process, timeout):
 class StepServer:
     """A step's release binary running on a free loopback port, stopped by pid on exit."""
 
-    def __init__(self, crate, options=(), cpus=None, open_files=None, path=None):
-        """Starts `crate`'s release binary, or the binary at `path` (a test build, say).
+    def __init__(self, crate, options=(), cpus=None, open_files=None, path=None, log_lines=20):
+        """Starts `crate`'s release binary, or the binary at `path` (a test build, say), keeping
+        the last `log_lines` lines it writes to stderr in `stderr_tail`.
 
         Raises RuntimeError, with the server's own last line on stderr, when it does not start.
         """
@@ -139,7 +140,7 @@ class StepServer:
         )
         # Keep reading stderr, so that the server never blocks on a full pipe, and keep its
         # last lines: a server that cannot start says why there (`error: cannot listen ...`).
-        self.stderr_tail = collections.deque(maxlen=20)
+        self.stderr_tail = collections.deque(maxlen=log_lines)
         self._stderr = threading.Thread(target=self._keep_stderr, daemon=True)
         self._stderr.start()
         line = self.process.stdout.readline().strip()
