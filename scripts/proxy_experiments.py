@@ -149,22 +149,35 @@ def load(url, requests=None, clients=10, rate=None, duration=None, title=""):
     return summary, results
 
 
-def wait_for_log(proxy, marker, timeout):
-    """Seconds until the proxy logs a line containing `marker`, or None after `timeout`."""
+def proxy_lines(proxy, since=(0, 0)):
+    """What the proxy said since `since` (a mark()): its errors on stderr (a retry on another
+    upstream), then its events on stdout (an ejection, a health verdict)."""
+    return list(proxy.stderr_tail)[since[0]:] + list(proxy.stdout_tail)[since[1]:]
+
+
+def mark(proxy):
+    return len(proxy.stderr_tail), len(proxy.stdout_tail)
+
+
+def wait_for_log(proxy, marker, timeout, since=(0, 0)):
+    """Seconds until the proxy says a line containing `marker`, or None after `timeout`."""
     started = time.monotonic()
     while time.monotonic() - started < timeout:
-        if any(marker in line for line in list(proxy.stderr_tail)):
+        if any(marker in line for line in proxy_lines(proxy, since)):
             return time.monotonic() - started
         time.sleep(0.1)
     return None
 
 
-def proxy_log(proxy, since=0):
-    lines = list(proxy.stderr_tail)[since:]
+def print_log(proxy, since):
+    """How many lines of each kind the proxy said since `since`, and its health verdicts."""
+    lines = proxy_lines(proxy, since)
     for kind, count in log_counts(lines).items():
         if count:
             print(f"proxy log   {count} x {kind}")
-    return len(list(proxy.stderr_tail))
+    for line in lines:
+        if line.startswith("health: "):
+            print(f"proxy log   {line}")
 
 
 # --- the experiments ----------------------------------------------------------------------
@@ -224,13 +237,13 @@ def demo(args):
             sys.exit("proxy_experiments: the demo's upstreams were not found")
         victim = pids[0]
         port = upstream_port(victim)
-        seen = len(list(proxy.stderr_tail))
+        since = mark(proxy)
         os.kill(victim, signal.SIGKILL)
         print(f"\nkill -9 {victim} (the demo upstream on port {port})")
         summary, _ = load(proxy.url + "/", args.requests, args.concurrency, title="right after the kill")
         print(f"result      after the kill: {spread(summary['upstreams'], order)}; {summary['failed']} failed")
-        waited = wait_for_log(proxy, " is down after ", 15)
-        seen = proxy_log(proxy, seen)
+        waited = wait_for_log(proxy, " is down after ", 15, since)
+        print_log(proxy, since)
         if waited is None:
             print("health      not marked down within 15 s")
             return
@@ -241,6 +254,7 @@ def demo(args):
 def stopped(args):
     with servers() as (proxy, upstreams):
         victim = upstreams[0]
+        since = mark(proxy)
         os.kill(victim.pid, signal.SIGSTOP)
         print(f"kill -STOP {victim.pid} (upstream {victim.host}:{victim.port})")
         _, results = load(proxy.url + "/", args.requests, args.concurrency,
@@ -251,12 +265,14 @@ def stopped(args):
         for outcome, latencies in sorted(failed.items()):
             line += f"; {len(latencies)} x {outcome} after {min(latencies):.2f} to {max(latencies):.2f} s"
         print(line)
-        down = wait_for_log(proxy, " is down after ", 15)
-        proxy_log(proxy)
+        down = wait_for_log(proxy, " is down after ", 15, since)
+        print_log(proxy, since)
+        since = mark(proxy)
         os.kill(victim.pid, signal.SIGCONT)
         print(f"kill -CONT {victim.pid}")
         if down is not None:
-            up = wait_for_log(proxy, " is up again after ", 15)
+            up = wait_for_log(proxy, " is up again after ", 15, since)
+            print_log(proxy, since)
             print(f"health      back up {up:.2f} s after kill -CONT" if up is not None
                   else "health      not back up within 15 s")
 
