@@ -11,17 +11,14 @@ use std::net::{Shutdown, TcpStream};
 use std::os::fd::AsFd;
 use std::time::{Duration, Instant};
 
-use crate::chunked::ChunkedDecoder;
+use crate::body::BodyDecoder;
+use crate::keep_alive::{After, Answered, LINGER};
 use crate::log;
 use crate::parse::{BodyFraming, parse_head};
-use crate::response::{CONTINUE, Response};
+use crate::response::{Response, go_ahead};
 use crate::signals::Signals;
 use crate::site::Site;
 use crate::wait::wait_readable;
-
-/// How long a server keeps reading, and dropping, what a client still sends after it answered
-/// and decided to close (see [`Connection::linger_and_close`]): every step's lingering close.
-pub const LINGER: Duration = Duration::from_secs(2);
 
 /// How much one `read` takes from the socket.
 const READ_CHUNK: usize = 8 * 1024;
@@ -184,10 +181,16 @@ impl<'c> Connection<'c> {
             std::thread::sleep(reply.delay);
         }
 
-        // A request in flight when a shutdown arrives is answered, then the connection closes.
-        let keep_alive = request.keep_alive && !self.signals.shutdown_requested();
+        let answered = Answered {
+            wanted: request.keep_alive,
+            closes: reply.response.close,
+            // A request in flight when a shutdown arrives is answered, then the connection
+            // closes.
+            shutting_down: self.signals.shutdown_requested(),
+            unread: reply.response.close || !self.buf.is_empty(),
+        };
         self.out.clear();
-        site.render(&reply.response, keep_alive, &mut self.out);
+        site.render(&reply.response, answered.keeps_alive(), &mut self.out);
         if self.stream.write_all(&self.out).is_err() {
             return Next::Close;
         }
@@ -201,51 +204,38 @@ impl<'c> Connection<'c> {
                 started.elapsed(),
             );
         }
-        if keep_alive && !reply.response.close {
-            Next::KeepAlive
-        } else {
-            self.linger_and_close();
-            Next::Close
+        self.end_with(answered.after())
+    }
+
+    /// Carries out what [`Answered::after`] decided.
+    fn end_with(&mut self, after: After) -> Next {
+        match after {
+            After::KeepAlive => return Next::KeepAlive,
+            // A client that says `Connection: close` and then sends more is still sending.
+            After::Close if self.read_more(Instant::now(), Watch::DataOnly) != Outcome::Data => {}
+            After::Close | After::Linger => self.linger_and_close(),
         }
+        Next::Close
     }
 
     /// Reads and drops the request body, so that the next request starts at the right byte.
     fn discard_body(&mut self, body: BodyFraming, expect_continue: bool) -> Result<(), BodyError> {
-        if body == BodyFraming::None {
-            return Ok(());
-        }
-        if expect_continue && self.buf.is_empty() {
-            // The client waits for our go-ahead before sending the body (RFC 9110 §10.1.1).
+        if let Some(interim) = go_ahead(expect_continue, &self.buf) {
+            // The client waits for it before sending the body.
             self.stream
-                .write_all(CONTINUE)
+                .write_all(interim)
                 .map_err(|_| BodyError::Closed)?;
         }
-        match body {
-            BodyFraming::None => Ok(()),
-            BodyFraming::Length(mut left) => loop {
-                let used = usize::try_from(left)
-                    .unwrap_or(usize::MAX)
-                    .min(self.buf.len());
-                self.buf.drain(..used);
-                left -= used as u64;
-                if left == 0 {
-                    return Ok(());
-                }
-                self.read_body_bytes()?;
-            },
-            BodyFraming::Chunked => {
-                let mut decoder = ChunkedDecoder::new();
-                loop {
-                    let used = decoder
-                        .feed(&self.buf, |_| {})
-                        .map_err(|_| BodyError::Malformed)?;
-                    self.buf.drain(..used);
-                    if decoder.is_done() {
-                        return Ok(());
-                    }
-                    self.read_body_bytes()?;
-                }
+        let mut decoder = BodyDecoder::new(body.into());
+        loop {
+            let used = decoder
+                .decode(&self.buf, |_| {})
+                .map_err(|_| BodyError::Malformed)?;
+            self.buf.drain(..used);
+            if decoder.is_done() {
+                return Ok(());
             }
+            self.read_body_bytes()?;
         }
     }
 
@@ -265,15 +255,10 @@ impl<'c> Connection<'c> {
         site.render(&response, false, &mut self.out);
         if self.stream.write_all(&self.out).is_ok() {
             if self.config.log {
-                let line = format!("<{why}>");
-                log::access(
-                    &self.peer,
-                    &line,
-                    response.status,
-                    self.out.len(),
-                    Duration::ZERO,
-                );
+                log::refused(&self.peer, why, response.status, self.out.len());
             }
+            // After an error, where the client's request ends is unknown: it may still be
+            // sending.
             self.linger_and_close();
         }
         Next::Close

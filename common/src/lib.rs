@@ -21,6 +21,8 @@
 //!   never a sleep, so that an event loop can serve the same site with timers.
 //! - [`response`]: status line, headers and body on the wire ([`response::HeadWriter`]), and
 //!   the `100 Continue` line.
+//! - [`keep_alive`]: what a connection does after an answer ([`keep_alive::After`]): keep
+//!   alive, close, or close lingering.
 //! - [`date`]: the `Date` header, formatted at most once a second.
 //! - [`connection`]: the blocking loop of steps 01–04 ([`serve_connection`]): keep-alive,
 //!   pipelining, timeouts, errors; and [`refuse`], a 503 for a connection nobody can serve.
@@ -34,6 +36,7 @@ pub mod body;
 pub mod chunked;
 pub mod connection;
 pub mod date;
+pub mod keep_alive;
 pub mod limits;
 pub mod listen;
 pub mod log;

@@ -20,6 +20,12 @@ pub fn access(peer: &str, request_line: &str, status: u16, bytes: usize, elapsed
     .write();
 }
 
+/// The line of a request refused before it was whole (a bad head, a timeout): `<why>` stands
+/// where its request line would be.
+pub fn refused(peer: &str, why: &str, status: u16, bytes: usize) {
+    access(peer, &format!("<{why}>"), status, bytes, Duration::ZERO);
+}
+
 /// One access log line's fields. The steps that serve the site themselves use [`access`]; a
 /// proxy adds the upstream that answered and how long it took, as nginx's `$upstream_addr` and
 /// `$upstream_header_time` do.

@@ -90,6 +90,14 @@ impl Response {
 /// The interim answer to `Expect: 100-continue` (RFC 9110 §10.1.1): "send your body".
 pub const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
 
+/// What to send before reading a request's body: [`CONTINUE`] when the client waits for it
+/// (`RequestHead::expect_continue`, only ever set for an HTTP/1.1 request with a body) and
+/// nothing of the body has `arrived`; `None` otherwise. A client that sent its body anyway needs
+/// no go-ahead, and RFC 9110 §10.1.1 lets the server leave it out then.
+pub fn go_ahead(expect_continue: bool, arrived: &[u8]) -> Option<&'static [u8]> {
+    (expect_continue && arrived.is_empty()).then_some(CONTINUE)
+}
+
 /// Writes a response head field by field: the one place where status lines and header lines
 /// are put on the wire, for the site's own responses ([`Response::render`]) and for the
 /// answers a proxy passes on with the upstream's fields (step 07).
@@ -243,6 +251,9 @@ mod tests {
               Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
         );
         assert_eq!(CONTINUE, b"HTTP/1.1 100 Continue\r\n\r\n");
+        assert_eq!(go_ahead(true, b""), Some(CONTINUE));
+        assert_eq!(go_ahead(true, b"5\r\nhe"), None);
+        assert_eq!(go_ahead(false, b""), None);
     }
 
     #[test]

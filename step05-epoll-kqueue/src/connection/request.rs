@@ -3,11 +3,13 @@
 
 use std::mem;
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use common::chunked::ChunkedDecoder;
+use common::body::BodyDecoder;
+use common::keep_alive::{After, Answered};
 use common::log;
-use common::parse::{BodyFraming, parse_head};
+use common::parse::parse_head;
+use common::response::go_ahead;
 use common::{Reply, Response};
 
 use super::{Connection, Context, State, Step};
@@ -26,14 +28,9 @@ pub(super) struct Request {
 pub(super) struct Body {
     request: Request,
     reply: Reply,
-    left: BodyLeft,
+    decoder: BodyDecoder,
     /// Its delay is blocking work (`/sleep` under `--blocking-sleep`).
     blocking: bool,
-}
-
-pub(super) enum BodyLeft {
-    Length(u64),
-    Chunked(ChunkedDecoder),
 }
 
 /// An answer waiting for its delay to pass.
@@ -66,20 +63,18 @@ impl Connection {
         let (framing, expect_continue) = (head.body, head.expect_continue);
         cx.input.consume(head.len);
 
-        let left = match framing {
-            BodyFraming::None => return self.dispatch(request, reply, blocking, cx),
-            BodyFraming::Length(length) => BodyLeft::Length(length),
-            BodyFraming::Chunked => BodyLeft::Chunked(ChunkedDecoder::new()),
-        };
-        if expect_continue && cx.input.data().is_empty() {
-            // The client waits for our go-ahead before it sends the body (RFC 9110 §10.1.1).
-            cx.output
-                .extend_from_slice(b"HTTP/1.1 100 Continue\r\n\r\n");
+        let decoder = BodyDecoder::new(framing.into());
+        if decoder.is_done() {
+            return self.dispatch(request, reply, blocking, cx);
+        }
+        if let Some(interim) = go_ahead(expect_continue, cx.input.data()) {
+            // The client waits for it before it sends the body.
+            cx.output.extend_from_slice(interim);
         }
         let body = Box::new(Body {
             request,
             reply,
-            left,
+            decoder,
             blocking,
         });
         let deadline = cx.now + cx.config.header_timeout;
@@ -92,24 +87,12 @@ impl Connection {
         let State::ReadingBody { body, deadline } = &mut self.state else {
             return Step::Wait;
         };
-        let data = cx.input.data();
-        let used = match &mut body.left {
-            BodyLeft::Length(left) => {
-                let used = usize::try_from(*left).unwrap_or(usize::MAX).min(data.len());
-                *left -= used as u64;
-                used
-            }
-            BodyLeft::Chunked(decoder) => match decoder.feed(data, |_| {}) {
-                Ok(used) => used,
-                Err(_) => return self.fail(Response::error(400), "bad chunked body", cx),
-            },
+        let used = match body.decoder.decode(cx.input.data(), |_| {}) {
+            Ok(used) => used,
+            Err(_) => return self.fail(Response::error(400), "bad chunked body", cx),
         };
         cx.input.consume(used);
-        let done = match &body.left {
-            BodyLeft::Length(left) => *left == 0,
-            BodyLeft::Chunked(decoder) => decoder.is_done(),
-        };
-        if !done {
+        if !body.decoder.is_done() {
             if used > 0 {
                 *deadline = cx.now + cx.config.header_timeout;
             }
@@ -172,8 +155,14 @@ impl Connection {
         response: &Response,
         cx: &mut Context,
     ) -> Step {
-        // A request in flight when a shutdown began is answered, then the connection closes.
-        let keep_alive = request.keep_alive && !response.close && !cx.shutting_down;
+        let answered = Answered {
+            wanted: request.keep_alive,
+            closes: response.close,
+            // A request in flight when a shutdown began is answered, then the connection closes.
+            shutting_down: cx.shutting_down,
+            unread: response.close || !cx.input.data().is_empty(),
+        };
+        let keep_alive = answered.keeps_alive();
         if keep_alive && !self.nodelay {
             // Nagle's algorithm holds back a small write while an earlier one is unacknowledged,
             // which can delay the answers of a connection that stays open. Like nginx, we turn it
@@ -188,19 +177,16 @@ impl Connection {
             let bytes = cx.output.len() - before;
             log::access(&self.peer(), &request.line, response.status, bytes, elapsed);
         }
-        self.state = if !keep_alive {
-            // Bytes after the request mean the client is still sending: linger for them.
-            let linger = response.close || !cx.input.data().is_empty();
-            State::Closing { linger }
-        } else if cx.input.data().is_empty() {
-            State::Idle {
+        self.state = match answered.after() {
+            After::Close => State::Closing { linger: false },
+            After::Linger => State::Closing { linger: true },
+            After::KeepAlive if cx.input.data().is_empty() => State::Idle {
                 deadline: cx.now + cx.config.idle_timeout,
-            }
-        } else {
+            },
             // The next pipelined request is already here.
-            State::ReadingHead {
+            After::KeepAlive => State::ReadingHead {
                 deadline: cx.now + cx.config.header_timeout,
-            }
+            },
         };
         Step::Continue
     }
@@ -211,8 +197,7 @@ impl Connection {
         cx.site.render(&response, false, &mut cx.output);
         if cx.config.log {
             let bytes = cx.output.len() - before;
-            let line = format!("<{why}>");
-            log::access(&self.peer(), &line, response.status, bytes, Duration::ZERO);
+            log::refused(&self.peer(), why, response.status, bytes);
         }
         // After a bad request we no longer know where a next one would start: drop the rest.
         cx.input.clear();
