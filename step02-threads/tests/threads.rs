@@ -3,11 +3,10 @@
 //! lets the request in flight finish.
 
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use nix::sys::signal::Signal;
 use testkit::load::concurrent_gets;
-use testkit::{Client, Server, procfs, tools, wait_for};
+use testkit::{Server, procfs, tools, wait_for};
 
 const BIN: &str = env!("CARGO_BIN_EXE_step02-threads");
 
@@ -96,46 +95,11 @@ fn no_thread_outlives_its_connection() {
 /// SIGTERM while a request is in flight: it is answered in full, then the server exits 0.
 #[test]
 fn sigterm_lets_the_request_in_flight_finish() {
-    let mut server = Server::start(BIN, &["--quiet"]);
-    let addr = server.addr();
-    // Connected here, before the signal: a client thread that a busy machine starts late would
-    // find the listener already closed.
-    let mut client = Client::connect(addr);
-    let in_flight = thread::spawn(move || client.get("/sleep?ms=1000"));
-    thread::sleep(Duration::from_millis(300));
-    let started = Instant::now();
-    server.signal(Signal::SIGTERM);
-    let response = in_flight.join().expect("client thread");
-    assert_eq!(
-        (response.status, response.text().as_str()),
-        (200, "slept 1000 ms\n")
-    );
-    assert_eq!(response.header("connection"), Some("close"));
-    let status = server.wait_exit(Duration::from_secs(5));
-    assert_eq!(status.and_then(|s| s.code()), Some(0));
-    assert!(started.elapsed() < Duration::from_secs(3));
+    testkit::shutdown::sigterm_lets_the_request_in_flight_finish(BIN);
 }
 
 /// A shutdown that outlasts the grace period still ends, with exit status 0.
 #[test]
 fn the_grace_period_bounds_the_shutdown() {
-    let mut server = Server::start(BIN, &["--quiet", "--grace-ms", "300"]);
-    let addr = server.addr();
-    let _stuck = thread::spawn(move || Client::connect(addr).try_read_response(false).ok());
-    let in_flight = thread::spawn(move || {
-        let mut client = Client::connect(addr);
-        client.send(b"GET /sleep?ms=5000 HTTP/1.1\r\nHost: t\r\n\r\n");
-        client.try_read_response(false).ok()
-    });
-    thread::sleep(Duration::from_millis(200));
-    let started = Instant::now();
-    server.signal(Signal::SIGTERM);
-    let status = server.wait_exit(Duration::from_secs(5));
-    assert_eq!(status.and_then(|s| s.code()), Some(0));
-    let took = started.elapsed();
-    assert!(took < Duration::from_secs(2), "took {took:?}");
-    assert!(
-        in_flight.join().expect("client").is_none(),
-        "the 5 s request was cut off"
-    );
+    testkit::shutdown::the_grace_period_bounds_the_shutdown(BIN);
 }
