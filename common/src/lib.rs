@@ -21,6 +21,8 @@
 //!   never a sleep, so that an event loop can serve the same site with timers.
 //! - [`response`]: status line, headers and body on the wire ([`response::HeadWriter`]), and
 //!   the `100 Continue` line.
+//! - [`exchange`]: one request from its head to its answer ([`exchange::Exchange`]), and why
+//!   one is refused ([`exchange::Refusal`]): what the blocking loop and the event loop drive.
 //! - [`keep_alive`]: what a connection does after an answer ([`keep_alive::After`]): keep
 //!   alive, close, or close lingering.
 //! - [`date`]: the `Date` header, formatted at most once a second.
@@ -36,6 +38,7 @@ pub mod body;
 pub mod chunked;
 pub mod connection;
 pub mod date;
+pub mod exchange;
 pub mod keep_alive;
 pub mod limits;
 pub mod listen;
