@@ -166,10 +166,10 @@ async fn next_request(
 /// A request the proxy answers itself: its body is read and dropped, then the answer.
 async fn answer(client: &mut Client, proxy: &Proxy, request: &Request, reply: Reply) -> Outcome {
     if request.body != BodyFraming::None {
-        if let Some(interim) = go_ahead(request.expect_continue, &client.buf) {
-            if !client.write(proxy, interim).await {
-                return Outcome::closed();
-            }
+        if let Some(interim) = go_ahead(request.expect_continue, &client.buf)
+            && !client.write(proxy, interim).await
+        {
+            return Outcome::closed();
         }
         let mut decoder = BodyDecoder::new(request.body.into());
         let mut sink = Vec::new();

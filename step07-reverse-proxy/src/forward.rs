@@ -57,10 +57,10 @@ pub(crate) async fn forward(
     };
     // The client waits for a go-ahead before its body: we give it, as nginx does, and take the
     // body ourselves; the upstream never sees the `Expect`.
-    if let Some(interim) = go_ahead(request.expect_continue, &client.buf) {
-        if !client.write(proxy, interim).await {
-            return Outcome::closed();
-        }
+    if let Some(interim) = go_ahead(request.expect_continue, &client.buf)
+        && !client.write(proxy, interim).await
+    {
+        return Outcome::closed();
     }
     let (mut fresh, mut moved_on) = (false, false);
     loop {
