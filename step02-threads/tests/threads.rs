@@ -5,7 +5,7 @@
 use std::thread;
 use std::time::Duration;
 
-use testkit::load::concurrent_gets;
+use testkit::load::{concurrent_gets, sleepers};
 use testkit::{Server, procfs, tools, wait_for};
 
 const BIN: &str = env!("CARGO_BIN_EXE_step02-threads");
@@ -15,13 +15,8 @@ const BIN: &str = env!("CARGO_BIN_EXE_step02-threads");
 #[test]
 fn twenty_slow_requests_take_about_one() {
     let server = Server::start(BIN, &["--quiet"]);
-    let burst = concurrent_gets(server.addr(), "/sleep?ms=1000", 20);
-    assert_eq!(burst.count_status(200), 20, "{:?}", burst.failures());
-    assert!(
-        burst.wall < Duration::from_millis(2500),
-        "took {:?}",
-        burst.wall
-    );
+    let wall = sleepers(server.addr(), 1000, 20);
+    assert!(wall < Duration::from_millis(2500), "took {wall:?}");
 }
 
 /// While five slow requests are in flight, `/stats` sees their threads (and its own).
@@ -62,13 +57,8 @@ fn stats_counts_live_threads_and_connections() {
 #[test]
 fn max_threads_caps_the_threads() {
     let server = Server::start(BIN, &["--quiet", "--max-threads", "2"]);
-    let burst = concurrent_gets(server.addr(), "/sleep?ms=300", 6);
-    assert_eq!(burst.count_status(200), 6, "{:?}", burst.failures());
-    assert!(
-        burst.wall > Duration::from_millis(850),
-        "took only {:?}",
-        burst.wall
-    );
+    let wall = sleepers(server.addr(), 300, 6);
+    assert!(wall > Duration::from_millis(850), "took only {wall:?}");
 }
 
 /// Connection threads end with their connections: after 100 connections the process is back

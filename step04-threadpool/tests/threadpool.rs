@@ -6,7 +6,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
-use testkit::load::{concurrent_gets, get_in_background};
+use testkit::load::{get_in_background, sleepers};
 use testkit::server::run_to_exit;
 use testkit::{Client, Server, wait_for};
 
@@ -17,9 +17,7 @@ const BIN: &str = env!("CARGO_BIN_EXE_step04-threadpool");
 #[test]
 fn eight_slow_requests_on_four_workers_take_two_rounds() {
     let server = Server::start(BIN, &["--quiet", "--workers", "4"]);
-    let burst = concurrent_gets(server.addr(), "/sleep?ms=500", 8);
-    assert_eq!(burst.count_status(200), 8, "{:?}", burst.failures());
-    let wall = burst.wall;
+    let wall = sleepers(server.addr(), 500, 8);
     assert!(
         wall > Duration::from_millis(900),
         "took only {wall:?}: more than 4 at once"

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use nix::libc::rlim_t;
 use nix::sys::resource::{Resource, getrlimit, setrlimit};
-use testkit::load::concurrent_gets;
+use testkit::load::sleepers;
 use testkit::{Client, Server, procfs, tools, wait_for};
 
 const BIN: &str = env!("CARGO_BIN_EXE_step05-epoll-kqueue");
@@ -40,9 +40,8 @@ fn a_thousand_slow_requests_take_about_a_second_on_one_thread() {
         }
         most
     });
-    let burst = concurrent_gets(server.addr(), "/sleep?ms=1000", 1000);
-    assert_eq!(burst.count_status(200), 1000, "{:?}", burst.failures());
-    assert!(burst.wall < Duration::from_secs(3), "took {:?}", burst.wall);
+    let wall = sleepers(server.addr(), 1000, 1000);
+    assert!(wall < Duration::from_secs(3), "took {wall:?}");
     let threads = watcher.join().unwrap_or(0);
     if tools::has_procfs("a_thousand_slow_requests_take_about_a_second_on_one_thread") {
         assert_eq!(threads, 1, "the server had {threads} threads");
@@ -54,13 +53,8 @@ fn a_thousand_slow_requests_take_about_a_second_on_one_thread() {
 #[test]
 fn a_blocking_call_in_the_loop_stalls_everyone() {
     let server = Server::start(BIN, &["--quiet", "--blocking-sleep"]);
-    let burst = concurrent_gets(server.addr(), "/sleep?ms=300", 5);
-    assert_eq!(burst.count_status(200), 5, "{:?}", burst.failures());
-    assert!(
-        burst.wall > Duration::from_millis(1400),
-        "took only {:?}",
-        burst.wall
-    );
+    let wall = sleepers(server.addr(), 300, 5);
+    assert!(wall > Duration::from_millis(1400), "took only {wall:?}");
 }
 
 /// A client that sends half a head and stops gets 408 after the header timeout; meanwhile

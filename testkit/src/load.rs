@@ -36,6 +36,20 @@ impl Burst {
     }
 }
 
+/// The chapters' timing experiment: `n` requests for `/sleep?ms={ms}` at the same moment, each
+/// on its own connection; returns how long they took in all. A test compares that wall time
+/// with one request's `ms`: about the same when they are served side by side, `n` times more
+/// when one at a time.
+///
+/// # Panics
+///
+/// When any request is not answered `200` (the failures are in the message).
+pub fn sleepers(addr: SocketAddr, ms: u64, n: usize) -> Duration {
+    let burst = concurrent_gets(addr, &format!("/sleep?ms={ms}"), n);
+    assert_eq!(burst.count_status(200), n, "{:?}", burst.failures());
+    burst.wall
+}
+
 /// Sends `n` `GET path` requests at the same moment, each on its own connection
 /// (`Connection: close`), and waits for all answers.
 pub fn concurrent_gets(addr: SocketAddr, path: &str, n: usize) -> Burst {
