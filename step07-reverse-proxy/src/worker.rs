@@ -8,7 +8,7 @@ use std::net::TcpListener as StdListener;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::listen::ACCEPT_PAUSE;
+use common::listen::{ACCEPT_PAUSE, defer_accept};
 use common::{CommonArgs, log};
 use step06_master_worker::{ListenMode, Worker, WorkerBody};
 use tokio::io::Interest;
@@ -222,6 +222,12 @@ impl ProxyWorker {
             reqwest,
             shutdown,
         ));
+        // Linux: a client that connected but sent nothing yet waits in the kernel, not in this
+        // worker, until its first bytes (or the header timeout), as nginx's `listen ...
+        // deferred`: an accepted connection has its request there, and one wake-up serves it.
+        if let Err(error) = defer_accept(&worker.listener, proxy.header_timeout) {
+            log::error(format_args!("cannot defer accepts: {error}"));
+        }
         let listener = TcpListener::from_std(worker.listener).map_err(WorkerError::Listener)?;
         let admin = match &self.admin {
             Some(admin) => Some(
