@@ -8,7 +8,6 @@
 //! other, so pipelined answers leave in order by construction.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Instant;
 
 use common::Reply;
@@ -29,16 +28,9 @@ use crate::request::{Action, Request, decide};
 const KEPT_BUFFER: usize = 16 * 1024;
 
 /// Serves one connection until it closes.
-pub(crate) async fn serve(stream: TcpStream, peer: SocketAddr, proxy: Arc<Proxy>, role: Role) {
-    let worker = proxy.worker.index;
-    if role == Role::Client {
-        proxy.zone.connection_opened(worker);
-    }
+pub(crate) async fn serve(stream: TcpStream, peer: SocketAddr, proxy: &Proxy, role: Role) {
     let mut client = Client::new(stream, peer, role, proxy.shutdown.clone());
-    serve_requests(&mut client, &proxy).await;
-    if role == Role::Client {
-        proxy.zone.connection_closed(worker);
-    }
+    serve_requests(&mut client, proxy).await;
 }
 
 /// How reading the next request head ended, when it did not produce a request.
