@@ -316,9 +316,12 @@ impl ProxyWorker {
     ///
     /// Workers that share the listening socket are all woken by a new connection, and the
     /// first to run takes it; step 05's loop asks the kernel to wake only one
-    /// (`EPOLLEXCLUSIVE`), which tokio cannot. A burst of new connections (wrk's 100, at once)
-    /// would then go to whichever worker woke first, and its clients would wait for it while
-    /// its sibling idles. So a worker that is ahead pauses a moment before its next `accept`,
+    /// (`EPOLLEXCLUSIVE`), which tokio cannot. (Nor can an epoll set of ours holding the
+    /// listener with that flag, watched by tokio through `AsyncFd`: the kernel's
+    /// `ep_poll_callback` counts a wake-up as the exclusive one only when a thread sleeps in
+    /// `epoll_wait` on that set itself, so every worker's set is woken.) A burst of new
+    /// connections (wrk's 100, at once) would then go to whichever worker woke first, and its
+    /// clients would wait for it while its sibling idles. So a worker that is ahead pauses a moment before its next `accept`,
     /// and a sibling takes the connection; if none does, it takes it after the pause.
     fn ahead_of_siblings(&self, index: usize, workers: usize) -> bool {
         let total: u64 = (0..workers).map(|w| self.zone.active_connections(w)).sum();
