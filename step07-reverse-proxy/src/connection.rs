@@ -8,6 +8,7 @@
 //! other, so pipelined answers leave in order by construction.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Instant;
 
 use common::Reply;
@@ -28,9 +29,16 @@ use crate::request::{Action, Request, decide};
 const KEPT_BUFFER: usize = 16 * 1024;
 
 /// Serves one connection until it closes.
-pub(crate) async fn serve(stream: TcpStream, peer: SocketAddr, proxy: &Proxy, role: Role) {
+pub(crate) async fn serve(stream: TcpStream, peer: SocketAddr, proxy: Arc<Proxy>, role: Role) {
+    let worker = proxy.worker.index;
+    if role == Role::Client {
+        proxy.zone.connection_opened(worker);
+    }
     let mut client = Client::new(stream, peer, role, proxy.shutdown.clone());
-    serve_requests(&mut client, proxy).await;
+    serve_requests(&mut client, &proxy).await;
+    if role == Role::Client {
+        proxy.zone.connection_closed(worker);
+    }
 }
 
 /// How reading the next request head ended, when it did not produce a request.

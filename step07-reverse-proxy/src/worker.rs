@@ -273,19 +273,9 @@ impl ProxyWorker {
             };
             match accepted {
                 Ok((stream, peer)) => {
-                    let client = role == Role::Client;
-                    // Counted as it is accepted, not when its task first runs: in a burst this
-                    // loop accepts many before any of their tasks runs, and
-                    // `ahead_of_siblings` must see them all.
-                    if client {
-                        self.zone.connection_opened(worker.index);
-                    }
                     let (proxy, alive) = (Arc::clone(&proxy), alive.clone());
                     tokio::spawn(async move {
-                        serve(stream, peer, &proxy, role).await;
-                        if client {
-                            proxy.zone.connection_closed(proxy.worker.index);
-                        }
+                        serve(stream, peer, proxy, role).await;
                         drop((alive, permit));
                     });
                 }
