@@ -18,7 +18,9 @@ Three ways to look, one per mode:
                 keep-alive pool each, then that step06 alone, --runs times interleaved, each
                 figure the median (--perf also profiles step07's worker with `perf record`,
                 first run; --new-connections gives the proxies a new client connection per
-                request, their upstream connections still pooled; --write-docs puts the
+                request, their upstream connections still pooled; --syscalls also counts
+                each proxy's system calls per request, by name; --before PATH measures an
+                older build of step07 in the same runs; --write-docs puts the
                 table into docs/performance.md and chapter 07, its figures into
                 docs/performance.json). With --close, step05 and step06 against nginx (1 worker, auto)
                 serving the hello page themselves, a new connection per request, and the
