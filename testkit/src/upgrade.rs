@@ -6,7 +6,8 @@
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -61,22 +62,36 @@ impl Installed {
     /// Puts a new copy in place, as `cargo build` does: the running binary's file is removed
     /// (its `/proc/PID/exe` now reads "(deleted)") and a new one takes its name.
     pub fn rebuild(&self) {
-        let _ = fs::remove_file(&self.path);
-        fs::copy(&self.source, &self.path)
-            .unwrap_or_else(|e| panic!("cannot copy {:?} to {:?}: {e}", self.source, self.path));
+        install(&self.source, &self.path);
     }
 
     /// Puts a program in place that fails at once, as a broken build would.
     pub fn break_it(&self) {
-        let _ = fs::remove_file(&self.path);
+        let script = self.dir.join("broken.sh");
         fs::write(
-            &self.path,
+            &script,
             "#!/bin/sh\necho 'this build is broken' >&2\nexit 3\n",
         )
-        .unwrap_or_else(|e| panic!("cannot write {:?}: {e}", self.path));
-        fs::set_permissions(&self.path, fs::Permissions::from_mode(0o755))
-            .unwrap_or_else(|e| panic!("cannot chmod {:?}: {e}", self.path));
+        .unwrap_or_else(|e| panic!("cannot write {script:?}: {e}"));
+        fs::set_permissions(&script, fs::Permissions::from_mode(0o755))
+            .unwrap_or_else(|e| panic!("cannot chmod {script:?}: {e}"));
+        install(&script, &self.path);
     }
+}
+
+/// Copies `from` to `to` (removed first) with `cp`, in a process of its own. Not with
+/// `fs::copy`: while this test process holds the new file open for writing, another test
+/// thread may fork, and its child holds that descriptor until it execs; an `exec` of the file
+/// meanwhile (the server's start, the master's upgrade) fails with `ETXTBSY`, "Text file busy".
+/// `cp`'s descriptor lives and dies in `cp`.
+fn install(from: &Path, to: &Path) {
+    let _ = fs::remove_file(to);
+    let copied = Command::new("cp")
+        .arg(from)
+        .arg(to)
+        .status()
+        .unwrap_or_else(|e| panic!("cannot run cp: {e}"));
+    assert!(copied.success(), "cp {from:?} {to:?}: {copied}");
 }
 
 impl Drop for Installed {
