@@ -116,6 +116,7 @@ fn main() {
 
     let site = Site::new("step03-queue-autoscale", args.common.delay()).with_stats({
         let queue = Arc::clone(&queue);
+        let policy = args.policy();
         move |json| {
             let now = queue.snapshot();
             json.number("workers", now.workers as u64)
@@ -124,7 +125,11 @@ fn main() {
                 .number("peak_queue_len", now.peak_queue_len as u64)
                 .number("peak_workers", now.peak_workers as u64)
                 .number("grown", now.grown)
-                .number("shrunk", now.shrunk);
+                .number("shrunk", now.shrunk)
+                .number("grow_at_percent", policy.grow_at_percent)
+                .number("shrink_at_percent", policy.shrink_at_percent)
+                .number("min_workers", policy.min_workers as u64)
+                .number("max_workers", policy.max_workers as u64);
         }
     });
     let site = Arc::new(site);

@@ -21,6 +21,8 @@
 //! - [`ready`]: workers tell the master they are ready, so that a reload retires the old ones
 //!   only then.
 //! - [`backoff`]: restarting at once, but not in a fork storm.
+//! - [`scoreboard`]: every worker's figures in shared memory, so that `/stats` on any worker
+//!   shows them all.
 
 pub mod backoff;
 pub mod config;
@@ -29,6 +31,7 @@ pub mod listening;
 pub mod master;
 pub mod pool_runner;
 pub mod ready;
+pub mod scoreboard;
 pub mod worker;
 
 pub use config::{MasterConfig, WorkerCount};
@@ -36,4 +39,5 @@ pub use listening::{ListenMode, Listening};
 pub use master::Master;
 pub use pool_runner::PoolRunner;
 pub use ready::Ready;
+pub use scoreboard::Scoreboard;
 pub use worker::{SiteWorker, Worker, WorkerBody};

@@ -198,6 +198,8 @@ impl ProxyWorker {
             generation: worker.generation,
             restarts: worker.restarts,
             master_pid: worker.master_pid,
+            scoreboard: worker.scoreboard,
+            lane: worker.lane,
         };
         self.zone.worker_started(worker.index);
         // Only siblings on the same socket can take a connection this worker leaves for them.
