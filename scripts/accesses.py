@@ -35,13 +35,15 @@ Exit status: 0 when every request got a 2xx or 3xx answer, 1 when any failed, 2 
 import argparse
 import http.client
 import json
-import math
 import os
 import sys
 import threading
 import time
 import urllib.parse
 from collections import Counter
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from servers import command_line, percentile  # noqa: E402
 
 DEFAULT_URL = "http://127.0.0.1:8090/"
 
@@ -277,14 +279,6 @@ def run_threads(target, count):
         thread.join()
 
 
-def percentile(sorted_values, fraction):
-    """Nearest-rank percentile of an ascending list."""
-    if not sorted_values:
-        return 0.0
-    rank = max(1, math.ceil(fraction * len(sorted_values)))
-    return sorted_values[rank - 1]
-
-
 def time_wait_sockets(port):
     """(server side, client side): the TCP sockets in TIME_WAIT whose local port, or whose
     remote port, is `port`, from /proc/net/tcp and tcp6; None off Linux. The side that closes a
@@ -310,7 +304,9 @@ def time_wait_sockets(port):
 
 
 def summarize(args, target, results, wall, idle=None, time_wait=None):
-    latencies = sorted(result.latency * 1000 for result in results)
+    # Throughput and latency are the answered requests': a refused connection is not an
+    # answer, and with none answered there is no throughput or latency to report (None).
+    latencies = sorted(result.latency * 1000 for result in results if result.ok)
     failures = Counter(result.outcome for result in results if not result.ok)
     pids = {result.pid for result in results if result.pid is not None}
     workers = {result.worker for result in results if result.worker is not None}
@@ -329,14 +325,14 @@ def summarize(args, target, results, wall, idle=None, time_wait=None):
         "failed": sum(failures.values()),
         "failures": dict(failures.most_common()),
         "wall_s": round(wall, 4),
-        "requests_per_s": round(len(results) / wall, 1) if wall > 0 else 0.0,
+        "requests_per_s": round(len(latencies) / wall, 1) if latencies and wall > 0 else None,
         "latency_ms": {
-            "min": round(latencies[0], 2) if latencies else 0.0,
+            "min": round(latencies[0], 2),
             "p50": round(percentile(latencies, 0.50), 2),
             "p90": round(percentile(latencies, 0.90), 2),
             "p99": round(percentile(latencies, 0.99), 2),
-            "max": round(latencies[-1], 2) if latencies else 0.0,
-        },
+            "max": round(latencies[-1], 2),
+        } if latencies else None,
         "distinct_pids": len(pids),
         "distinct_workers": len(workers),
         "upstreams": dict(sorted(upstreams.items())),
@@ -366,11 +362,15 @@ def print_summary(summary):
         lines.append(
             "failures    " + ", ".join(f"{count} x {what}" for what, count in summary["failures"].items())
         )
-    lines += [
-        f"wall time   {summary['wall_s']:.2f} s",
-        f"throughput  {summary['requests_per_s']:.1f} requests/s",
-        "latency ms  min {min:.1f}  p50 {p50:.1f}  p90 {p90:.1f}  p99 {p99:.1f}  max {max:.1f}".format(**latency),
-    ]
+    lines.append(f"wall time   {summary['wall_s']:.2f} s")
+    if latency is None:
+        lines.append("throughput  none: no request was answered")
+    else:
+        lines += [
+            f"throughput  {summary['requests_per_s']:.1f} answered requests/s",
+            "latency ms  min {min:.1f}  p50 {p50:.1f}  p90 {p90:.1f}  p99 {p99:.1f}  max {max:.1f}"
+            .format(**latency),
+        ]
     if summary["distinct_pids"]:
         lines.append(f"answered by {summary['distinct_pids']} distinct pids (from /stats)")
     if summary["distinct_workers"]:
@@ -403,12 +403,7 @@ def positive_float(text):
 
 
 def parse_args(argv):
-    parser = argparse.ArgumentParser(
-        prog="accesses.py",
-        description=__doc__.split("\n\n")[0],
-        epilog=__doc__.split("\n\n", 1)[1],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    parser = command_line(__doc__, prog="accesses.py")
     parser.add_argument("url", nargs="?", default=DEFAULT_URL, help=f"default {DEFAULT_URL}")
     parser.add_argument("-n", "--requests", type=positive_int, default=20, help="requests in all (default 20)")
     parser.add_argument("-c", "--concurrency", type=positive_int, default=20, help="clients at once (default 20)")

@@ -2,8 +2,9 @@
 """The performance targets, measured side by side in one run: our fast steps against nginx.
 
 Each row pits one of our steps against the real server it corresponds to, under the same wrk
-load, interleaved (ours, theirs, ours, theirs, ...), and reports the median of --runs runs and
-the ratio. Rows:
+load, interleaved (ours, theirs, ours, theirs, ...), and reports the median of --runs runs of
+each, and the ratio: the median of the ratios of each round's two runs, taken seconds apart, so
+that a slow minute of a shared machine weighs on both sides of a ratio alike. Rows:
 
   step05 (one thread)        vs nginx, worker_processes 1:     keep-alive c100, close c100
   step06 (a worker per core) vs nginx, worker_processes auto:  keep-alive c100 and c1000, close c100
@@ -28,20 +29,18 @@ With --write-docs the report also goes to docs/performance.json, beside the tabl
 book quotes these figures, and scripts/check_book.py checks every quote against that file.
 """
 
-import argparse
 import datetime
 import json
 import os
-import statistics
 import subprocess
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from fairness import answers_per_client  # noqa: E402
-from load import run_wrk  # noqa: E402
+from load import Contender, medians, paired_ratio, run_wrk, same_run, wrk_against  # noqa: E402
 from servers import (  # noqa: E402
-    ROOT, PeerServer, StepServer, apache_peer, build_release, machine, nginx_peer, raise_fd_limit,
-    nginx_proxy_peer, write_data, write_proxy_config, write_region,
+    ROOT, StepServer, apache_peer, build_release, command_line, machine, nginx_peer,
+    nginx_proxy_peer, raise_fd_limit, write_data, write_proxy_config, write_region,
 )
 
 DOC = os.path.join(ROOT, "docs", "performance.md")
@@ -50,23 +49,11 @@ DATA = os.path.join(ROOT, "docs", "performance.json")
 
 
 def step(crate, *options):
-    return ("step", crate, list(options))
+    return Contender(" ".join([crate, *options]), crate, options)
 
 
 def peer(label, start):
-    return ("peer", label, start)
-
-
-def start_server(spec):
-    kind, name, extra = spec
-    if kind == "step":
-        return StepServer(name, extra)
-    return PeerServer(name, extra)
-
-
-def label(spec):
-    kind, name, extra = spec
-    return " ".join([name, *extra]) if kind == "step" else name
+    return Contender(label, peer=start)
 
 
 # (row, workload, ours, theirs, clients, keep_alive, target ratio)
@@ -78,7 +65,7 @@ def comparisons(rows):
         if nginx1:
             theirs = peer("nginx, worker_processes 1", nginx1)
             plan += [("step05", "keep-alive c100", ours, theirs, 100, True, 1.2),
-                     ("step05", "close c100", ours, theirs, 100, False, 1.1)]
+                     ("step05", "close c100", ours, theirs, 100, False, 1.15)]
         else:
             print("bench_vs_nginx: skipping the step05 row: nginx is not installed")
     if "step06" in rows:
@@ -87,7 +74,7 @@ def comparisons(rows):
             theirs = peer("nginx, worker_processes auto", nginx_auto)
             plan += [("step06", "keep-alive c100", ours, theirs, 100, True, 1.2),
                      ("step06", "keep-alive c1000", ours, theirs, 1000, True, 1.2),
-                     ("step06", "close c100", ours, theirs, 100, False, 1.1)]
+                     ("step06", "close c100", ours, theirs, 100, False, 1.15)]
         else:
             print("bench_vs_nginx: skipping the step06 row: nginx is not installed")
     if "step04" in rows:
@@ -103,6 +90,7 @@ def comparisons(rows):
 
 # Idle upstream connections per proxy worker, both proxies (nginx's `keepalive 64`).
 PROXY_KEEPALIVE = 64
+PROXY_THEIRS = "nginx proxy_pass → step06"
 
 
 def proxy_comparison(rows, runs, duration):
@@ -124,44 +112,48 @@ def proxy_comparison(rows, runs, duration):
         # One group of one upstream, the same keep-alive pool as nginx-proxy.conf's upstream.
         write_proxy_config(config, [address], keepalive=PROXY_KEEPALIVE)
         own = step("step07-reverse-proxy", "--config", config)
+        own.label = "step07-reverse-proxy → step06"
         simple = step("step07-reverse-proxy", "--config", config, "--upstream-client", "reqwest")
-        nginx = peer("nginx proxy_pass", nginx_proxy_peer(address, "auto", PROXY_KEEPALIVE))
-        # (label of ours, workload, ours, keep-alive, target ratio); theirs is nginx each time.
-        plan = [("step07-reverse-proxy → step06", "keep-alive c100", own, True, 1.15),
-                ("step07-reverse-proxy → step06", "close c100", own, False, 1.0),
-                ("step07 --upstream-client reqwest → step06", "keep-alive c100", simple, True, None)]
-        results = {i: {"ours": [], "theirs": []} for i in range(len(plan))}
-        direct = []
-        for run in range(runs):
-            for i, (name, workload, ours, keep_alive, _) in enumerate(plan):
-                for side, spec in (("ours", ours), ("theirs", nginx)):
-                    with start_server(spec) as server:
-                        result = run_wrk(server.url + "/", 100, duration, keep_alive)
-                    if result:
-                        results[i][side].append(result)
-                    who = name if side == "ours" else "nginx proxy_pass → step06"
-                    print(f"run {run + 1}/{runs}: {who:<44} {workload:<16} "
-                          f"{result['requests_per_s'] if result else 0:>10,.0f} req/s  "
-                          f"p99 {result['p99_ms'] if result else 0:7.1f} ms")
-            # And the upstream alone, without a proxy in front: what the hop costs.
-            result = run_wrk(upstream.url + "/", 100, duration, keep_alive=True)
-            if result:
-                direct.append(result)
-            print(f"run {run + 1}/{runs}: step06 direct{'':<31} keep-alive c100  "
-                  f"{result['requests_per_s'] if result else 0:>10,.0f} req/s")
-    found = []
-    for i, (name, workload, _, _, target) in enumerate(plan):
-        mine, other = results[i]["ours"], results[i]["theirs"]
-        if mine and other:
-            found.append({
-                "ours": name, "theirs": "nginx proxy_pass → step06", "workload": workload,
-                "target": target, "ours_rps": med(mine, "requests_per_s"),
-                "theirs_rps": med(other, "requests_per_s"),
-                "ratio": med(mine, "requests_per_s") / med(other, "requests_per_s"),
-                "ours_p99": med(mine, "p99_ms"), "theirs_p99": med(other, "p99_ms"),
-            })
-    alone = {"rps": med(direct, "requests_per_s"), "p99": med(direct, "p99_ms")} if direct else None
-    return found, alone
+        simple.label = "step07 --upstream-client reqwest → step06"
+        nginx = peer(PROXY_THEIRS, nginx_proxy_peer(address, "auto", PROXY_KEEPALIVE))
+        # (workload, ours, keep-alive, target ratio); theirs is nginx each time.
+        plan = [("keep-alive c100", own, True, 1.15),
+                ("close c100", own, False, 1.0),
+                ("keep-alive c100", simple, True, None)]
+        # Each (row, side) once per round, and the upstream alone (None): what the hop costs.
+        entries = [(i, side) for i in range(len(plan)) for side in ("ours", "theirs")] + [None]
+
+        def measure(entry):
+            if entry is None:
+                result = run_wrk(upstream.url + "/", 100, duration, keep_alive=True)
+                who, workload = "step06 direct", "keep-alive c100"
+            else:
+                i, side = entry
+                workload, ours, keep_alive, _ = plan[i]
+                contender = ours if side == "ours" else nginx
+                result = wrk_against(contender, 100, duration, keep_alive, warm_up=False)
+                who = contender.label
+            print(f"{who:<44} {workload:<16} "
+                  f"{result['requests_per_s'] if result else 0:>10,.0f} req/s  "
+                  f"p99 {result['p99_ms'] if result else 0:7.1f} ms")
+            return result
+
+        found = dict(zip(entries, same_run(entries, runs, measure)))
+    proxied = []
+    for i, (workload, ours, _, target) in enumerate(plan):
+        mine, other = found[(i, "ours")], found[(i, "theirs")]
+        ratio = paired_ratio(mine, other)
+        if ratio is None:
+            continue
+        mine, other = medians(mine), medians(other)
+        proxied.append({
+            "ours": ours.label, "theirs": PROXY_THEIRS, "workload": workload, "target": target,
+            "ours_rps": mine["requests_per_s"], "theirs_rps": other["requests_per_s"],
+            "ratio": ratio, "ours_p99": mine["p99_ms"], "theirs_p99": other["p99_ms"],
+        })
+    direct = medians(found[None])
+    alone = {"rps": direct["requests_per_s"], "p99": direct["p99_ms"]} if direct else None
+    return proxied, alone
 
 
 def idle_memory(rows):
@@ -169,7 +161,7 @@ def idle_memory(rows):
         return []
     found = []
     for name in ("step05-epoll-kqueue", "step06-master-worker", "nginx"):
-        output = subprocess.run([sys.executable, os.path.join(ROOT, "scripts", "idle_conns.py"),
+        output = subprocess.run([sys.executable, os.path.join(ROOT, "scripts", "memory.py"), "idle",
                                  name, "-n", "10000", "--json"], capture_output=True, text=True)
         try:
             found.append(json.loads(output.stdout))
@@ -178,15 +170,12 @@ def idle_memory(rows):
     return found
 
 
-def med(results, key):
-    return statistics.median(r[key] for r in results) if results else None
-
-
 def render(report, only_proxy=False):
     meta = report["meta"]
     lines = [
         f"Measured {meta['date']} on {meta['machine']} with `{meta['command']}`: wrk "
-        f"(`-t2`, {meta['duration_s']} s per run), each figure the median of {meta['runs']} interleaved runs.",
+        f"(`-t2`, {meta['duration_s']} s per run), each figure the median of {meta['runs']} interleaved runs, "
+        "each ratio the median of the rounds' ratios (ours and theirs a few seconds apart).",
         "The servers and wrk share the machine's cores; nothing was pinned.",
         "",
         "| ours | against, same run | load | ours req/s | theirs req/s | ratio | target | ours p99 ms | theirs p99 ms |",
@@ -227,9 +216,7 @@ def proxy_lines(report):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     epilog=__doc__.split("\n\n", 1)[1],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = command_line(__doc__)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--duration", type=int, default=5)
     parser.add_argument("--rows", default="step05,step06,step04,step07,idle",
@@ -242,37 +229,41 @@ def main():
                                "step07-reverse-proxy") if os.path.isdir(os.path.join(ROOT, c))])
 
     plan = comparisons(rows)
-    results = {i: {"ours": [], "theirs": []} for i in range(len(plan))}
-    for run in range(args.runs):
-        for i, (row, workload, ours, theirs, clients, keep_alive, _) in enumerate(plan):
-            for side, spec in (("ours", ours), ("theirs", theirs)):
-                with start_server(spec) as server:
-                    result = run_wrk(server.url + "/", clients, args.duration, keep_alive)
-                if result:
-                    results[i][side].append(result)
-                print(f"run {run + 1}/{args.runs}: {label(spec):<32} {workload:<17} "
-                      f"{result['requests_per_s'] if result else 0:>10,.0f} req/s  "
-                      f"p99 {result['p99_ms'] if result else 0:7.1f} ms")
+    # Every (row, side) is measured once per round: round 1 of all of them, then round 2, ...
+    entries = [(i, side) for i in range(len(plan)) for side in (2, 3)]
+
+    def measure(entry):
+        i, side = entry
+        _, workload, ours, theirs, clients, keep_alive, _ = plan[i]
+        contender = ours if side == 2 else theirs
+        result = wrk_against(contender, clients, args.duration, keep_alive, warm_up=False)
+        print(f"{contender.label:<32} {workload:<17} "
+              f"{result['requests_per_s'] if result else 0:>10,.0f} req/s  "
+              f"p99 {result['p99_ms'] if result else 0:7.1f} ms")
+        return result
+
+    found = dict(zip(entries, same_run(entries, args.runs, measure)))
 
     report = {"meta": {"date": datetime.date.today().isoformat(), "machine": machine(),
                        "command": "python3 scripts/bench_vs_nginx.py " + " ".join(sys.argv[1:]),
                        "runs": args.runs, "duration_s": args.duration},
               "rows": [], "fairness": []}
     for i, (row, workload, ours, theirs, clients, keep_alive, target) in enumerate(plan):
-        mine, other = results[i]["ours"], results[i]["theirs"]
-        if not mine or not other:
+        mine, other = medians(found[(i, 2)]), medians(found[(i, 3)])
+        ratio = paired_ratio(found[(i, 2)], found[(i, 3)])
+        if ratio is None:
             continue
         report["rows"].append({
-            "ours": label(ours), "theirs": label(theirs), "workload": workload, "target": target,
-            "ours_rps": med(mine, "requests_per_s"), "theirs_rps": med(other, "requests_per_s"),
-            "ratio": med(mine, "requests_per_s") / med(other, "requests_per_s"),
-            "ours_p99": med(mine, "p99_ms"), "theirs_p99": med(other, "p99_ms"),
+            "ours": ours.label, "theirs": theirs.label, "workload": workload, "target": target,
+            "ours_rps": mine["requests_per_s"], "theirs_rps": other["requests_per_s"],
+            "ratio": ratio,
+            "ours_p99": mine["p99_ms"], "theirs_p99": other["p99_ms"],
         })
         if row == "step04" and keep_alive:
-            for spec in (ours, theirs):
-                with start_server(spec) as server:
+            for contender in (ours, theirs):
+                with contender.start() as server:
                     counts = answers_per_client(server.host, server.port, clients, args.duration)
-                report["fairness"].append({"server": label(spec), "clients": clients,
+                report["fairness"].append({"server": contender.label, "clients": clients,
                                            "answered": sum(1 for c in counts if c), "duration_s": args.duration})
     proxied, alone = proxy_comparison(rows, args.runs, args.duration)
     report["rows"] += proxied

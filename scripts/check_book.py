@@ -6,7 +6,7 @@ Three checks, static and fast (a second) unless --run is given:
 
 names    Every name the book sets in `code` in README.md and docs/ must exist: a file or
          directory (`src/zone.rs`, `scripts/fairness.py`), a Rust item (`Queue::push_blocking`,
-         `BlockingRunner`), a test, a function or a setting (`no_zombie_after_200_connections`,
+         `Offload`), a test, a function or a setting (`no_zombie_after_200_connections`,
          `read_timeout_ms`), an option of one of our programs (`--max-children`), an
          exercise (`take-a-slot`), and the scripts and options of inline commands
          (`python3 scripts/fairness.py step04-threadpool -- --workers 100`). A name counts as
@@ -649,7 +649,7 @@ def check_commands(tree, pages):
 QUICK_LIMITS = {"-n": 20, "-c": 20, "--requests": 20, "--concurrency": 20, "--keys": 200,
                 "--duration": 1, "--hold": 0, "--idle": 0, "--delay-ms": 100, "--runs": 1,
                 "--rate": 50, "--timeout": 10}
-QUICK_SCRIPTS = {"experiment.py", "plot_trace.py", "inflight_memory.py", "idle_conns.py",
+QUICK_SCRIPTS = {"experiment.py", "plot_trace.py", "memory.py",
                  "fairness.py", "key_movement.py", "chat_clients.py", "compare", "stepdiff"}
 
 
@@ -686,8 +686,10 @@ def quick(command):
         out.insert(3, "1")
     if script == "key_movement.py" and "--keys" not in out:
         out += ["--keys", "200"]
-    if script in ("idle_conns.py", "inflight_memory.py") and "-n" not in out:
-        out += ["-n", "20"]
+    if script == "memory.py" and "-n" not in out:
+        # Before the server's options, which come after `--`.
+        out.insert(out.index("--") if "--" in out else len(out), "-n")
+        out.insert(out.index("-n") + 1, "20")
     return out
 
 

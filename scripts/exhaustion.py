@@ -18,7 +18,6 @@ Exit status: 0 when the server stayed calm (under --max-cpu of a core) and serve
 1 otherwise, 2 on bad usage.
 """
 
-import argparse
 import json
 import os
 import resource
@@ -27,7 +26,9 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from servers import StepServer, build_release, tree_cpu_seconds  # noqa: E402
+from servers import (  # noqa: E402
+    StepServer, build_release, command_line, split_server_options, tree_cpu_seconds,
+)
 
 def get(host, port, timeout):
     with socket.create_connection((host, port), timeout=timeout) as client:
@@ -36,9 +37,7 @@ def get(host, port, timeout):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     epilog=__doc__.split("\n\n", 1)[1],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = command_line(__doc__)
     parser.add_argument("step", help="crate name (its release build is used), or with --binary a label")
     parser.add_argument("--binary", help="run this executable instead of building the step")
     parser.add_argument("--open-files", type=int, default=256, help="the server's ulimit -n (default 256)")
@@ -46,9 +45,8 @@ def main():
     parser.add_argument("--hold", type=float, default=3.0, help="seconds the flood is held (default 3)")
     parser.add_argument("--max-cpu", type=float, default=0.25, help="share of one core allowed while stuck")
     parser.add_argument("--json", action="store_true")
-    argv = sys.argv[1:]
-    server_options = argv[argv.index("--") + 1:] if "--" in argv else []
-    args = parser.parse_args(argv[:argv.index("--")] if "--" in argv else argv)
+    ours, server_options = split_server_options(sys.argv[1:])
+    args = parser.parse_args(ours)
     if args.open_files < 16 or args.attempts < 1:
         parser.error("--open-files must be at least 16 and --attempts at least 1")
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)

@@ -22,7 +22,7 @@ import subprocess
 import sys
 import time
 
-from servers import ROOT, StepServer, build_release
+from servers import ROOT, StepServer, build_release, split_server_options
 
 
 def main(argv):
@@ -40,12 +40,7 @@ def main(argv):
         if not argv:
             print(__doc__)
             return 2
-    step, rest = argv[0], argv[1:]
-    if "--" in rest:
-        split = rest.index("--")
-        server_options, load_options = rest[:split], rest[split + 1 :]
-    else:
-        server_options, load_options = rest, []
+    step, (server_options, load_options) = argv[0], split_server_options(argv[1:])
     build_release([step])
     try:
         server = StepServer(step, server_options)

@@ -21,14 +21,13 @@ Examples:
   python3 scripts/hardening_report.py step07-reverse-proxy --keep-others --write-docs
 """
 
-import argparse
 import json
 import os
 import subprocess
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from servers import ROOT, build_release, machine, write_data, write_region  # noqa: E402
+from servers import ROOT, build_release, command_line, machine, write_data, write_region  # noqa: E402
 
 STEPS = [
     "step01-fork",
@@ -127,11 +126,7 @@ def render(results, where):
 
 
 def main():
-    parser = argparse.ArgumentParser(
-        description=__doc__.splitlines()[0],
-        epilog="\n".join(__doc__.splitlines()[2:]),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    parser = command_line(__doc__)
     parser.add_argument("steps", nargs="*", help="crates to measure (default: all seven)")
     parser.add_argument("--write-docs", action="store_true", help=f"update the table in {DOC}")
     parser.add_argument("--keep-others", action="store_true",

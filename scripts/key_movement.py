@@ -17,7 +17,6 @@ Examples:
   python3 scripts/key_movement.py --keys 10000 --upstreams 4
 """
 
-import argparse
 import http.client
 import json
 import os
@@ -28,7 +27,7 @@ import zlib
 from collections import Counter
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from servers import StepServer, build_release  # noqa: E402
+from servers import StepServer, build_release, command_line  # noqa: E402
 
 
 def config_text(upstreams):
@@ -79,9 +78,7 @@ def moved(before, after):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     epilog=__doc__.split("\n\n", 1)[1],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = command_line(__doc__)
     parser.add_argument("--keys", type=int, default=1000, help="user keys (default 1000)")
     parser.add_argument("--upstreams", type=int, default=3, help="before the one added (default 3)")
     args = parser.parse_args()

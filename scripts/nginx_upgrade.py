@@ -24,7 +24,6 @@ Usage: python3 scripts/nginx_upgrade.py [--restart] [--rate 300]
 """
 
 import argparse
-import ctypes
 import json
 import os
 import shutil
@@ -36,22 +35,15 @@ import time
 
 SCRIPTS = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, SCRIPTS)
-from servers import copy_site, free_port, process_tree, render_template, wait_for_port  # noqa: E402
+from servers import (  # noqa: E402
+    adopt_orphans, copy_site, free_port, process_tree, render_template, wait_for_port,
+)
 
 TIMELINE = [
     (2.0, signal.SIGHUP, "SIGHUP: reload"),
     (4.0, signal.SIGUSR2, "SIGUSR2: start the new binary"),
     (5.0, signal.SIGQUIT, "SIGQUIT: the old master leaves"),
 ]
-
-
-def adopt_orphans():
-    """Linux: the new master is the old master's child; when the old one exits, make it ours
-    (not init's), so that we can reap it at the end."""
-    try:
-        ctypes.CDLL(None, use_errno=True).prctl(36, 1, 0, 0, 0)  # PR_SET_CHILD_SUBREAPER
-    except (OSError, AttributeError):
-        pass
 
 
 def nginx_processes(group):

@@ -16,16 +16,14 @@ Usage:
 """
 
 import argparse
-import ctypes
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from servers import ROOT, StepServer, build_release  # noqa: E402
+from servers import ROOT, StepServer, adopt_orphans, build_release, stop_group  # noqa: E402
 
 BROWSERS = ("chromium", "chromium-browser", "google-chrome")
 
@@ -51,25 +49,9 @@ def chromium_command(browser, url, out, size, profile):
     ]
 
 
-def adopt_orphans():
-    """Linux: become the "subreaper" of our descendants, so that Chromium's helper processes,
-    which outlive the browser by a moment, become our children when it exits, and we can reap
-    them instead of leaving them to init."""
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        pr_set_child_subreaper = 36
-        libc.prctl(pr_set_child_subreaper, 1, 0, 0, 0)
-    except (OSError, AttributeError):
-        pass
-
-
 def stop_browser(process):
     """Stops what is left of the browser's process group, and reaps every child we have."""
-    try:
-        os.killpg(process.pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
-    process.wait()
+    stop_group(process, timeout=0)
     while True:
         try:
             pid, _ = os.waitpid(-1, 0)

@@ -1,9 +1,13 @@
-"""Shared by the scripts: start a step (or nginx or Apache beside it), and measure it.
+"""Shared by the scripts: start a step (or nginx or Apache beside it), measure it, and the small
+helpers they share (`command_line`, `percentile`, `machine`, `step_dir`, `split_server_options`).
 
-Not a command; `experiment.py`, `inflight_memory.py`, `compare` and others import it.
+Not a command; `experiment.py`, `memory.py`, `compare` and others import it.
 """
 
+import collections
+import glob
 import json
+import math
 import os
 import shutil
 import signal
@@ -17,6 +21,65 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PAGE_SIZE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+
+
+def command_line(doc, **options):
+    """The argument parser of a script whose docstring is its manual: the first paragraph says
+    what it does, the rest (the examples) is shown by --help as written."""
+    import argparse
+
+    what, _, rest = doc.partition("\n\n")
+    return argparse.ArgumentParser(description=what, epilog=rest or None,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter, **options)
+
+
+def steps(root=None):
+    """The steps' crate names, as the tree under `root` (this repository) has them."""
+    return sorted(os.path.basename(os.path.dirname(path))
+                  for path in glob.glob(os.path.join(root or ROOT, "step[0-9][0-9]-*", "Cargo.toml")))
+
+
+def step_dir(name, root=None):
+    """The directory of the step called `name`: `4`, `04`, `step04` or `step04-threadpool`, in
+    the tree under `root` (this repository); None when there is no such step (or more than one)."""
+    root = root or ROOT
+    if name.isdigit():
+        name = f"step{int(name):02d}"
+    exact = os.path.join(root, name)
+    if os.path.isfile(os.path.join(exact, "Cargo.toml")):
+        return exact
+    found = sorted(glob.glob(os.path.join(root, f"{name}-*", "Cargo.toml")))
+    return os.path.dirname(found[0]) if len(found) == 1 else None
+
+
+def split_server_options(argv):
+    """(the script's own arguments, the server's options): what comes after `--` is the
+    server's."""
+    if "--" not in argv:
+        return argv, []
+    split = argv.index("--")
+    return argv[:split], argv[split + 1:]
+
+
+def percentile(values, fraction):
+    """The nearest-rank percentile of `values` (any order); 0.0 when there are none."""
+    ordered = sorted(values)
+    if not ordered:
+        return 0.0
+    return ordered[max(1, math.ceil(fraction * len(ordered))) - 1]
+
+
+def adopt_orphans():
+    """Linux: become the "subreaper" of our descendants, so that a process that outlives its
+    parent (a browser's helpers, a new nginx master whose old master exits) becomes our child
+    instead of init's, and we can reap it at the end."""
+    import ctypes
+
+    try:
+        pr_set_child_subreaper = 36
+        ctypes.CDLL(None, use_errno=True).prctl(pr_set_child_subreaper, 1, 0, 0, 0)
+    except (OSError, AttributeError):
+        pass
 
 
 def build_release(crates):
@@ -60,31 +123,50 @@ class StepServer:
     """A step's release binary running on a free loopback port, stopped by pid on exit."""
 
     def __init__(self, crate, options=(), cpus=None, open_files=None, path=None):
-        """Starts `crate`'s release binary, or the binary at `path` (a test build, say)."""
+        """Starts `crate`'s release binary, or the binary at `path` (a test build, say).
+
+        Raises RuntimeError, with the server's own last line on stderr, when it does not start.
+        """
         command = [path or binary(crate), "--host", "127.0.0.1", "--port", "0", "--quiet", *options]
         if cpus is not None:
             command = ["taskset", "-c", cpus, *command]
         self.crate = crate
         self.process = subprocess.Popen(
-            command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+            command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
             # Its own process group, so that stop() also reaches what it forked.
             start_new_session=True,
             preexec_fn=(lambda: _limit_open_files(open_files)) if open_files else None,
         )
+        # Keep reading stderr, so that the server never blocks on a full pipe, and keep its
+        # last lines: a server that cannot start says why there (`error: cannot listen ...`).
+        self.stderr_tail = collections.deque(maxlen=20)
+        self._stderr = threading.Thread(target=self._keep_stderr, daemon=True)
+        self._stderr.start()
         line = self.process.stdout.readline().strip()
         if not line.startswith("listening on http://"):
+            try:
+                self.process.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                pass
             self.stop()
-            raise RuntimeError(f"{crate} did not start (first line: {line!r})")
+            self._stderr.join(timeout=5)
+            why = self.stderr_tail[-1] if self.stderr_tail else f"first line on stdout: {line!r}"
+            raise RuntimeError(f"{crate} did not start: {why}")
         self.url = line.removeprefix("listening on ")
         self.host, port = self.url.removeprefix("http://").rsplit(":", 1)
         self.port = int(port)
-        # Keep reading stdout so that the server never blocks on a full pipe.
+        # Keep reading stdout too.
         self._drain = threading.Thread(target=self._discard_output, daemon=True)
         self._drain.start()
 
     def _discard_output(self):
         for _ in self.process.stdout:
             pass
+
+    def _keep_stderr(self):
+        for line in self.process.stderr:
+            if line.strip():
+                self.stderr_tail.append(line.strip())
 
     @property
     def pid(self):
@@ -93,6 +175,12 @@ class StepServer:
     def stop(self, timeout=15):
         """SIGTERM, then SIGKILL to the whole group if it does not exit in time."""
         stop_group(self.process, timeout)
+        # Its pipes end with it: let the readers finish, then close them.
+        for reader in (getattr(self, "_drain", None), self._stderr):
+            if reader is not None:
+                reader.join(timeout=1)
+        for pipe in (self.process.stdout, self.process.stderr):
+            pipe.close()
 
     def __enter__(self):
         return self

@@ -17,9 +17,7 @@ Examples:
 Exit status: 0 when every normal request was answered 200, 1 otherwise, 2 on bad usage.
 """
 
-import argparse
 import json
-import math
 import os
 import selectors
 import socket
@@ -28,7 +26,9 @@ import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from servers import StepServer, build_release, tree_usage  # noqa: E402
+from servers import (  # noqa: E402
+    StepServer, build_release, command_line, percentile, split_server_options, tree_usage,
+)
 
 HEAD = b"GET / HTTP/1.1\r\nHost: slow.test\r\nUser-Agent: slow-client\r\nAccept: */*\r\n" + b"X-Pad: " + b"z" * 200
 
@@ -120,15 +120,8 @@ def normal_requests(host, port, stop, latencies, failures):
         stop.wait(0.02)
 
 
-def percentile(values, fraction):
-    ordered = sorted(values)
-    return ordered[max(0, math.ceil(fraction * len(ordered)) - 1)] if ordered else 0.0
-
-
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     epilog=__doc__.split("\n\n", 1)[1],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = command_line(__doc__)
     parser.add_argument("step", nargs="?", help="crate to start, e.g. step05-epoll-kqueue")
     parser.add_argument("--url", help="drive a running server instead (http://host:port)")
     parser.add_argument("-n", "--slow", type=int, default=500, help="slow connections (default 500)")
@@ -136,9 +129,8 @@ def main():
     parser.add_argument("--header-timeout-ms", type=int, default=10_000,
                         help="the step's header timeout (default 10000, its own default)")
     parser.add_argument("--json", action="store_true", help="print the report as one JSON object")
-    argv = sys.argv[1:]
-    server_options = argv[argv.index("--") + 1:] if "--" in argv else []
-    args = parser.parse_args(argv[:argv.index("--")] if "--" in argv else argv)
+    ours, server_options = split_server_options(sys.argv[1:])
+    args = parser.parse_args(ours)
     if bool(args.step) == bool(args.url):
         parser.error("give a step to start, or --url, not both")
     if args.slow < 1 or args.interval <= 0:

@@ -22,7 +22,6 @@ Examples:
 Exit status: 0 on a pass, 1 on a failure, 2 on bad usage.
 """
 
-import argparse
 import json
 import os
 import random
@@ -34,7 +33,10 @@ import time
 import tomllib
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from servers import ROOT, StepServer, build_release, read_response, tree_usage  # noqa: E402
+from servers import (  # noqa: E402
+    ROOT, StepServer, build_release, command_line, read_response, split_server_options,
+    tree_usage,
+)
 
 CORPUS = os.path.join(ROOT, "testkit", "corpus", "bad-input.toml")
 
@@ -196,17 +198,14 @@ def fault_client(host, port, stop, tally):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     epilog=__doc__.split("\n\n", 1)[1],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = command_line(__doc__)
     parser.add_argument("step", help="crate to soak, e.g. step05-epoll-kqueue")
     parser.add_argument("--duration", type=float, default=600, help="seconds (default 600)")
     parser.add_argument("--max-growth-mib", type=float, default=8.0,
                         help="allowed memory growth over the second half (default 8)")
     parser.add_argument("--json", action="store_true", help="print the report as one JSON object")
-    argv = sys.argv[1:]
-    server_options = argv[argv.index("--") + 1:] if "--" in argv else []
-    args = parser.parse_args(argv[:argv.index("--")] if "--" in argv else argv)
+    ours, server_options = split_server_options(sys.argv[1:])
+    args = parser.parse_args(ours)
     if args.duration <= 0:
         parser.error("--duration must be positive")
 

@@ -19,7 +19,6 @@ Exit status: 0 when processes, threads and descriptors came back to what they we
 grew less than --max-growth-mib over the second storm, 1 otherwise, 2 on bad usage.
 """
 
-import argparse
 import json
 import os
 import socket
@@ -84,11 +83,7 @@ def settle(root, baseline, within):
 
 
 def main():
-    parser = argparse.ArgumentParser(
-        description=__doc__.splitlines()[0],
-        epilog="\n".join(__doc__.splitlines()[2:]),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    parser = servers.command_line(__doc__)
     parser.add_argument("step", help="crate to start, e.g. step05-epoll-kqueue")
     parser.add_argument("--duration", type=float, default=10.0, help="seconds per storm (default 10)")
     parser.add_argument("--threads", type=int, default=4, help="storming threads (default 4)")

@@ -10,6 +10,7 @@
 //! - [`args`]: the options every step has ([`CommonArgs`]), and one-line start-up errors.
 //! - [`listen`]: binding with a real backlog, the `listening on` start-up line, and the
 //!   blocking steps' accept loop (which never spins when descriptors run out).
+//! - [`limits`]: raising the limit on open descriptors, which is the limit on connections.
 //! - [`parse`]: incremental request-head parsing with `httparse`, body framing rules, and the
 //!   keep-alive decision ([`parse::keeps_alive`]).
 //! - [`chunked`]: an incremental decoder for chunked bodies, and the chunk writers.
@@ -33,6 +34,7 @@ pub mod body;
 pub mod chunked;
 pub mod connection;
 pub mod date;
+pub mod limits;
 pub mod listen;
 pub mod log;
 pub mod parse;

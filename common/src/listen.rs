@@ -67,6 +67,41 @@ fn open(address: SocketAddr, options: ListenOptions) -> nix::Result<TcpListener>
     Ok(TcpListener::from(fd))
 }
 
+/// Linux: asks the kernel to hand over a connection of `listener` only once its first bytes have
+/// arrived, or `timeout` has passed (`TCP_DEFER_ACCEPT`, nginx's `listen ... deferred`), so that
+/// an event loop finds the request there as it accepts. Returns whether accepts are deferred
+/// now: never elsewhere.
+///
+/// # Errors
+///
+/// When the kernel refuses the option.
+#[cfg(any(target_os = "linux", target_os = "android"))]
+pub fn defer_accept(listener: &TcpListener, timeout: Duration) -> io::Result<bool> {
+    // In whole seconds, at least one; the kernel rounds it to its SYN-ACK retransmissions.
+    let seconds = libc::c_int::try_from(timeout.as_secs().max(1)).unwrap_or(libc::c_int::MAX);
+    // SAFETY: `listener` is an open socket for the duration of the call, and the value is a
+    // `c_int` passed with its exact size, as `setsockopt(2)` requires for TCP_DEFER_ACCEPT.
+    // (nix has no wrapper for this option.)
+    let result = unsafe {
+        libc::setsockopt(
+            listener.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_DEFER_ACCEPT,
+            (&raw const seconds).cast(),
+            size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    nix::errno::Errno::result(result)
+        .map(|_| true)
+        .map_err(io::Error::from)
+}
+
+/// Elsewhere accepts are not deferred (FreeBSD's accept filters would do it, as a kernel module).
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+pub fn defer_accept(_listener: &TcpListener, _timeout: Duration) -> io::Result<bool> {
+    Ok(false)
+}
+
 /// Prints the start-up line, `listening on http://HOST:PORT` with the port actually bound, and
 /// flushes it: tests and scripts wait for this line before they connect.
 ///
@@ -81,9 +116,14 @@ pub fn announce(listener: &TcpListener) -> io::Result<SocketAddr> {
     Ok(address)
 }
 
-/// How long an accept loop pauses when the process is out of descriptors (see
-/// [`accept_ready`]).
-const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+/// How long accepting pauses when `accept` fails for want of descriptors or memory: here (see
+/// [`accept_ready`]), in step 05's event loop and in step 07's workers.
+///
+/// `EMFILE` leaves the connection in the backlog and the listener readable, so retrying at once
+/// fails the same way, as fast as the loop can spin. Like nginx, which disables its accept
+/// events for a moment, we stop accepting for a short while: the waiting clients stay in the
+/// backlog, and connections that close meanwhile give descriptors back.
+pub const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
 
 /// Waits for the next connection on a non-blocking `listener`; `None` once a shutdown has been
 /// requested. The blocking steps' accept loop: `while let Some(stream) = next_connection(..)`.
@@ -106,7 +146,7 @@ pub fn next_connection(listener: &TcpListener, signals: Signals) -> Option<TcpSt
 /// are logged and cost this one client, not the server (the C course's loop called `exit`).
 /// Running out of descriptors (`EMFILE`, `ENFILE`) needs more: the connection stays in the
 /// backlog, `poll` reports it again at once, and the loop would spin at 100 % CPU without
-/// making progress. So we pause for [`ACCEPT_BACKOFF`] first (waking early for a shutdown), as
+/// making progress. So we pause for [`ACCEPT_PAUSE`] first (waking early for a shutdown), as
 /// nginx stops accepting for a moment in the same case, while connections being served close
 /// and give descriptors back.
 pub fn accept_ready(listener: &TcpListener, signals: Signals) -> Option<TcpStream> {
@@ -118,7 +158,7 @@ pub fn accept_ready(listener: &TcpListener, signals: Signals) -> Option<TcpStrea
         Err(error) => {
             log::error(format_args!("accept failed: {error}"));
             if matches!(error.raw_os_error(), Some(libc::EMFILE | libc::ENFILE)) {
-                let pause = Instant::now() + ACCEPT_BACKOFF;
+                let pause = Instant::now() + ACCEPT_PAUSE;
                 let _ = wait_readable(&[signals.shutdown_fd()], Some(pause));
             }
             None

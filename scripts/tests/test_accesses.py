@@ -104,6 +104,16 @@ class AccessesTest(unittest.TestCase):
         self.assertEqual(summary["failed"], 2)
         self.assertIn("ConnectionRefusedError", summary["failures"])
 
+    def test_with_no_answer_there_is_no_throughput_or_latency(self):
+        code, summary = self.run_json("http://127.0.0.1:9/", "-n", "3", "-c", "1", "--timeout", "2")
+        self.assertEqual((code, summary["ok"]), (1, 0))
+        self.assertIsNone(summary["requests_per_s"])
+        self.assertIsNone(summary["latency_ms"])
+        done = self.run_script("http://127.0.0.1:9/", "-n", "3", "-c", "1", "--timeout", "2")
+        self.assertIn("throughput  none: no request was answered", done.stdout)
+        self.assertNotIn("requests/s", done.stdout)
+        self.assertNotIn("p50", done.stdout)
+
     def test_distinct_pids_come_from_stats(self):
         code, summary = self.run_json(f"{self.base}/stats", "-n", "9", "-c", "3")
         self.assertEqual(code, 0)

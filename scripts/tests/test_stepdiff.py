@@ -7,6 +7,7 @@ import importlib.machinery
 import importlib.util
 import io
 import os
+import tempfile
 import unittest
 from contextlib import redirect_stderr, redirect_stdout
 
@@ -41,6 +42,20 @@ class StepdiffTest(unittest.TestCase):
         lines = stepdiff.diff(stepdiff.step_dir("03"), stepdiff.step_dir("04"), everything=True)
         self.assertIn("--- step03-queue-autoscale/src/queue.rs\n", lines)
         self.assertIn("+++ step04-threadpool/src/pool.rs\n", lines)
+
+    def test_lines_counts_each_crate_without_its_unit_tests(self):
+        out = io.StringIO()
+        with redirect_stdout(out):
+            self.assertEqual(stepdiff.main(["--lines"]), 0)
+        counts = dict(line.split() for line in out.getvalue().splitlines())
+        self.assertEqual(list(counts)[:3], ["common", "step01-fork", "step02-threads"])
+        with tempfile.TemporaryDirectory() as crate:
+            os.makedirs(os.path.join(crate, "src", "nested"))
+            with open(os.path.join(crate, "src", "lib.rs"), "w") as lib:
+                lib.write("//! doc\npub fn one() {}\n\n#[cfg(test)]\nmod tests {\n}\n")
+            with open(os.path.join(crate, "src", "nested", "two.rs"), "w") as two:
+                two.write("fn two() {}\n")
+            self.assertEqual(stepdiff.non_test_lines(crate), 4)
 
     def test_an_unknown_step_is_exit_status_2_and_the_steps_come_from_the_tree(self):
         err = io.StringIO()

@@ -4,11 +4,11 @@
 
 use std::collections::HashSet;
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use nix::sys::signal::Signal;
 use testkit::load::concurrent_gets;
-use testkit::{Client, Server, procfs, tools};
+use testkit::{Client, Server, procfs, tools, wait_for};
 
 const BIN: &str = env!("CARGO_BIN_EXE_step01-fork");
 
@@ -71,18 +71,11 @@ fn no_zombie_after_200_connections() {
         let burst = concurrent_gets(server.addr(), "/", 20);
         assert_eq!(burst.count_status(200), 20, "{:?}", burst.failures());
     }
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        let children = procfs::children_of(server.pid()).unwrap_or_default();
-        if children.is_empty() {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "children left behind: {children:?}"
-        );
-        thread::sleep(Duration::from_millis(50));
-    }
+    let children = || procfs::children_of(server.pid()).expect("/proc");
+    let reaped = wait_for(Duration::from_secs(5), || {
+        children().is_empty().then_some(())
+    });
+    assert!(reaped.is_some(), "children left behind: {:?}", children());
 }
 
 /// At `--max-children 2` the third client waits for a child to exit: six requests of 300 ms
@@ -91,11 +84,13 @@ fn no_zombie_after_200_connections() {
 fn max_children_caps_the_forks() {
     let server = Server::start(BIN, &["--quiet", "--max-children", "2"]);
     let pid = server.pid();
+    let count_children = tools::has_procfs("max_children_caps_the_forks: the children counted");
     let watcher = thread::spawn(move || {
         let mut most = 0;
         for _ in 0..60 {
-            let live = procfs::children_of(pid).map_or(0, |children| children.len());
-            most = most.max(live);
+            if let Some(children) = procfs::children_of(pid).filter(|_| count_children) {
+                most = most.max(children.len());
+            }
             thread::sleep(Duration::from_millis(20));
         }
         most
@@ -121,17 +116,13 @@ fn sigterm_lets_the_request_in_flight_finish() {
         let mut client = Client::connect(addr);
         client.get("/sleep?ms=1000")
     });
-    // Wait until the child serving it exists.
-    let deadline = Instant::now() + Duration::from_secs(5);
-    let child = loop {
-        if let Some(child) = procfs::children_of(server.pid()).and_then(|c| c.first().copied()) {
-            break Some(child.pid);
-        }
-        if !cfg!(target_os = "linux") || Instant::now() > deadline {
-            thread::sleep(Duration::from_millis(300));
-            break None;
-        }
-        thread::sleep(Duration::from_millis(10));
+    // Wait until the child serving it exists (off Linux, give it a moment).
+    let child = if tools::has_procfs("sigterm_lets_the_request_in_flight_finish: the child") {
+        let first_child = || procfs::children_of(server.pid())?.first().map(|c| c.pid);
+        Some(wait_for(Duration::from_secs(5), first_child).expect("no child serving"))
+    } else {
+        thread::sleep(Duration::from_millis(300));
+        None
     };
     server.signal(Signal::SIGTERM);
     let response = in_flight.join().expect("client thread");
@@ -141,7 +132,9 @@ fn sigterm_lets_the_request_in_flight_finish() {
     let status = server.wait_exit(Duration::from_secs(5));
     assert_eq!(status.and_then(|s| s.code()), Some(0));
     if let Some(child) = child {
-        thread::sleep(Duration::from_millis(100));
-        assert!(!procfs::exists(child), "child {child} outlived the server");
+        let gone = wait_for(Duration::from_secs(2), || {
+            (!procfs::exists(child)).then_some(())
+        });
+        assert!(gone.is_some(), "child {child} outlived the server");
     }
 }

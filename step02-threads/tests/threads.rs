@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
 use testkit::load::concurrent_gets;
-use testkit::{Client, Server, procfs, tools};
+use testkit::{Client, Server, procfs, tools, wait_for};
 
 const BIN: &str = env!("CARGO_BIN_EXE_step02-threads");
 
@@ -30,25 +30,32 @@ fn twenty_slow_requests_take_about_one() {
 fn stats_counts_live_threads_and_connections() {
     let server = Server::start(BIN, &["--quiet"]);
     let addr = server.addr();
-    let slow = thread::spawn(move || concurrent_gets(addr, "/sleep?ms=800", 5));
-    thread::sleep(Duration::from_millis(300));
-    let stats = server.get("/stats").json();
-    assert_eq!(stats["threads"].as_u64(), Some(6), "{stats}");
-    assert_eq!(stats["connections"].as_u64(), Some(6), "{stats}");
+    let slow = thread::spawn(move || concurrent_gets(addr, "/sleep?ms=2000", 5));
+    // The five connect one by one, and each earlier /stats thread ends a moment after its
+    // answer: ask until all five are in (`connections` counts every connection accepted, this
+    // one too) and their threads are the only others (within the slow requests' two seconds).
+    let mut asked = 0;
+    let stats = wait_for(Duration::from_millis(1500), || {
+        asked += 1;
+        let stats = server.get("/stats").json();
+        (stats["threads"] == 6 && stats["connections"] == 5 + asked).then_some(stats)
+    });
+    assert!(
+        stats.is_some(),
+        "never 5 + 1 threads: {}",
+        server.get("/stats").json()
+    );
     assert_eq!(slow.join().expect("clients").count_status(200), 5);
     // A slow request's thread ends a moment after its client has the answer: the connection
     // is closed (and its close lingers) after the last byte is sent. So ask again for a while.
-    let deadline = Instant::now() + Duration::from_secs(5);
-    let (mut stats, mut asked_again) = (server.get("/stats").json(), 0);
-    while stats["threads"].as_u64() != Some(1) && Instant::now() < deadline {
-        thread::sleep(Duration::from_millis(20));
-        stats = server.get("/stats").json();
-        asked_again += 1;
-    }
-    assert_eq!(stats["threads"].as_u64(), Some(1), "{stats}");
-    // Served before this answer: the five slow requests, the /stats asked while they ran, and
-    // the /stats asked again here.
-    assert_eq!(stats["served"].as_u64(), Some(6 + asked_again), "{stats}");
+    let stats = wait_for(Duration::from_secs(5), || {
+        asked += 1;
+        let stats = server.get("/stats").json();
+        (stats["threads"] == 1).then_some(stats)
+    });
+    let stats = stats.unwrap_or_else(|| panic!("threads left: {}", server.get("/stats").json()));
+    // Served before this answer: the five slow requests and every /stats asked before it.
+    assert_eq!(stats["served"].as_u64(), Some(5 + asked - 1), "{stats}");
 }
 
 /// At `--max-threads 2` the third client waits for a thread to end: six requests of 300 ms
@@ -79,15 +86,11 @@ fn no_thread_outlives_its_connection() {
             20
         );
     }
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while procfs::thread_count(server.pid()) != Some(1) {
-        assert!(
-            Instant::now() < deadline,
-            "threads: {:?}",
-            procfs::thread_count(server.pid())
-        );
-        thread::sleep(Duration::from_millis(20));
-    }
+    let threads = || procfs::thread_count(server.pid());
+    let back_to_one = wait_for(Duration::from_secs(5), || {
+        (threads() == Some(1)).then_some(())
+    });
+    assert!(back_to_one.is_some(), "threads: {:?}", threads());
 }
 
 /// SIGTERM while a request is in flight: it is answered in full, then the server exits 0.

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
 use testkit::load::{concurrent_gets, get_in_background};
-use testkit::{Client, Server, procfs, tools};
+use testkit::{Client, Server, procfs, tools, wait_for};
 
 const BIN: &str = env!("CARGO_BIN_EXE_step03-queue-autoscale");
 
@@ -36,14 +36,8 @@ fn stats_until(
     within: Duration,
     done: impl Fn(&serde_json::Value) -> bool,
 ) -> serde_json::Value {
-    let deadline = Instant::now() + within;
-    loop {
-        let stats = server.get("/stats").json();
-        if done(&stats) || Instant::now() > deadline {
-            return stats;
-        }
-        thread::sleep(Duration::from_millis(50));
-    }
+    wait_for(within, || Some(server.get("/stats").json()).filter(&done))
+        .unwrap_or_else(|| server.get("/stats").json())
 }
 
 /// The course's scenario: a burst of slow requests fills the queue past 80 %, workers are
@@ -74,11 +68,10 @@ fn a_burst_grows_the_workers_then_they_shrink_back_to_one() {
 
     // The trace: a start line, then one line per worker added or let go.
     let events = 1 + stats["grown"].as_u64().unwrap_or(0) * 2;
-    let deadline = Instant::now() + Duration::from_secs(2);
-    while (trace(&server).len() as u64) < events && Instant::now() < deadline {
-        thread::sleep(Duration::from_millis(20));
-    }
-    let trace = trace(&server);
+    let trace = wait_for(Duration::from_secs(2), || {
+        Some(trace(&server)).filter(|trace| trace.len() as u64 >= events)
+    })
+    .unwrap_or_else(|| trace(&server));
     assert_eq!(trace.len() as u64, events, "{trace:?}");
     assert_eq!(
         trace[0][1..],

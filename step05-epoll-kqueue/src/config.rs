@@ -20,17 +20,14 @@ pub struct LoopConfig {
     pub max_connections: usize,
     /// Print an access log line per request.
     pub log: bool,
-    /// `/sleep` is blocking work handed to the [`BlockingRunner`](crate::BlockingRunner)
-    /// instead of a timer (`--blocking-sleep`).
+    /// `/sleep` is a blocking call instead of a timer (`--blocking-sleep`): made on the loop's
+    /// thread, or by the [`Offload`](crate::Offload) the loop was given.
     pub blocking_sleep: bool,
-    /// Register the listener as [exclusive](crate::Interest::exclusive): for a listening
-    /// socket shared by several processes (step06), so that a new connection wakes one.
-    pub exclusive_accept: bool,
 }
 
 impl LoopConfig {
     /// The contract's timeouts and logging from `common`, with the loop's own defaults: 10 000
-    /// connections, `/sleep` on a timer, a listener of our own.
+    /// connections, `/sleep` on a timer.
     pub fn new(common: &CommonArgs) -> LoopConfig {
         let conn = common.conn_config();
         LoopConfig {
@@ -40,7 +37,6 @@ impl LoopConfig {
             max_connections: 10_000,
             log: conn.log,
             blocking_sleep: false,
-            exclusive_accept: false,
         }
     }
 }

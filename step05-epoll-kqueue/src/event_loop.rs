@@ -4,7 +4,7 @@
 //! ```text
 //! loop {
 //!     wait for events, at most until the nearest timer      (Poller::wait)
-//!     listener ready   -> accept until EWOULDBLOCK           (accept_connections)
+//!     listener ready   -> accept until EWOULDBLOCK, serve    (accept_connections, open)
 //!     connection ready -> drive its state machine           (Connection::on_ready)
 //!     timers due       -> drive their connections           (Connection::on_timer)
 //!     shutdown pipe    -> stop accepting, close the idle ones, let the rest finish
@@ -20,12 +20,13 @@ use std::net::{TcpListener, TcpStream};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{Response, Signals, Site, log};
+use common::listen::{ACCEPT_PAUSE, defer_accept};
+use common::{Signals, Site, log};
 
-use crate::blocking::{BlockingRunner, Ticket};
 use crate::buffers::InputBuffer;
 use crate::config::LoopConfig;
 use crate::connection::{Connection, Context, Next};
+use crate::offload::{Done, Offload};
 use crate::poller::{EVENTS_PER_WAIT, Event, Interest, Poller, Token};
 use crate::slab::Slab;
 use crate::stats::LoopStats;
@@ -35,18 +36,8 @@ use crate::timers::Timers;
 const LISTENER: Token = Token(usize::MAX);
 /// The shutdown pipe of [`Signals`].
 const SHUTDOWN: Token = Token(usize::MAX - 1);
-/// The [`BlockingRunner`]'s wake-up descriptor.
+/// The [`Offload`]'s wake-up descriptor (step 06).
 const WAKE: Token = Token(usize::MAX - 2);
-
-/// How long accepting pauses when `accept` fails for want of descriptors or memory.
-///
-/// `EMFILE` leaves the connection in the backlog and the listener readable. Retrying at once
-/// fails the same way: with level-triggered readiness the loop would spin at 100 % CPU, and with
-/// ours it would fail again in vain at every wake-up. Like nginx, which disables its accept events for a
-/// moment, we stop accepting for a short while: the waiting clients stay in the backlog, and
-/// connections that close meanwhile give descriptors back. (libev and Node keep a spare
-/// descriptor instead, to accept and close the connection at once: see the exercises.)
-const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
 
 /// One thread serving every connection of a listening socket.
 pub struct EventLoop<'s> {
@@ -68,9 +59,11 @@ pub struct EventLoop<'s> {
     /// The last `accept` failed and said so: one log line per stretch of failures, not one
     /// per pause.
     accept_failing: bool,
-    /// The listener is in the poller. A loop that shares its listener with other processes
-    /// takes it out while it cannot accept (see [`EventLoop::share_accepting`]).
+    /// The listener is in the poller: only while the loop can accept (see
+    /// [`EventLoop::watch_listener`]).
     listener_watched: bool,
+    /// The kernel hands over a connection only once its request has arrived (see `run`).
+    accepts_deferred: bool,
     /// Connections that used up their turn with work left, driven again next iteration, so that
     /// one busy client cannot keep the loop to itself.
     resume: Vec<Token>,
@@ -78,35 +71,30 @@ pub struct EventLoop<'s> {
     grace_deadline: Option<Instant>,
     /// The serial number of the last connection accepted.
     serial: u64,
-    /// Answers of finished blocking work, collected from the runner.
-    finished: Vec<(Ticket, Response)>,
+    /// Blocking work the offload has finished.
+    finished: Vec<Done>,
 }
 
 impl<'s> EventLoop<'s> {
     /// A loop serving `site`. The shutdown pipe of `signals` ends it gracefully; `stats` gets
-    /// its live figures (the caller shows them, typically through `site`'s `/stats`); `runner`
-    /// runs blocking work (see [`crate::blocking`]).
+    /// its live figures (the caller shows them, typically through `site`'s `/stats`).
     ///
     /// # Errors
     ///
-    /// When the poller cannot be created or cannot watch the shutdown pipe or the runner.
+    /// When the poller cannot be created or cannot watch the shutdown pipe.
     pub fn new(
         site: &'s Site,
         config: LoopConfig,
         signals: Signals,
         stats: Arc<LoopStats>,
-        runner: Box<dyn BlockingRunner + 's>,
     ) -> io::Result<EventLoop<'s>> {
         let poller = Poller::new()?;
         poller.register(&signals.shutdown_fd(), SHUTDOWN, Interest::READABLE)?;
-        if let Some(wake) = runner.wake_fd() {
-            poller.register(&wake, WAKE, Interest::READABLE)?;
-        }
         let cx = Context {
             site,
             config,
             timers: Timers::new(),
-            runner,
+            offload: None,
             now: Instant::now(),
             shutting_down: false,
             input: InputBuffer::new(),
@@ -123,11 +111,25 @@ impl<'s> EventLoop<'s> {
             accept_paused_until: None,
             accept_failing: false,
             listener_watched: false,
+            accepts_deferred: false,
             resume: Vec::new(),
             grace_deadline: None,
             serial: 0,
             finished: Vec::new(),
         })
+    }
+
+    /// Step 06's hook: blocking work (`/sleep` under `blocking_sleep`) goes to `offload`
+    /// instead of blocking this thread (see [`crate::offload`]).
+    ///
+    /// # Errors
+    ///
+    /// When the poller cannot watch the offload's wake-up descriptor.
+    pub fn with_offload(mut self, offload: Box<dyn Offload + 's>) -> io::Result<EventLoop<'s>> {
+        self.poller
+            .register(&offload.wake_fd(), WAKE, Interest::READABLE)?;
+        self.cx.offload = Some(offload);
+        Ok(self)
     }
 
     /// Serves the connections of `listener` until a shutdown is requested and the requests in
@@ -139,12 +141,17 @@ impl<'s> EventLoop<'s> {
     /// then. Errors on one connection only close that connection.
     pub fn run(mut self, listener: TcpListener) -> io::Result<()> {
         listener.set_nonblocking(true)?;
-        let interest = if self.cx.config.exclusive_accept {
-            Interest::READABLE.exclusive()
-        } else {
-            Interest::READABLE
-        };
-        self.poller.register(&listener, LISTENER, interest)?;
+        // Linux: a client that connected but sent nothing yet waits in the kernel, not in our
+        // loop, until its first bytes (or the header timeout); `open` then serves it at once.
+        self.accepts_deferred = defer_accept(&listener, self.cx.config.header_timeout)
+            .unwrap_or_else(|error| {
+                log::error(format_args!("cannot defer accepts: {error}"));
+                false
+            });
+        // Exclusive: when several processes share this listener (step 06's workers), a new
+        // connection wakes one of them, not all. Alone, it changes nothing.
+        self.poller
+            .register(&listener, LISTENER, Interest::READABLE.exclusive())?;
         self.listener = Some(listener);
         self.listener_watched = true;
 
@@ -197,7 +204,7 @@ impl<'s> EventLoop<'s> {
                 self.accept_connections();
             }
             SHUTDOWN => self.begin_shutdown(),
-            WAKE => self.deliver_finished_work(),
+            WAKE => self.finish_offloaded_work(),
             token => self.drive(token, |connection, cx| {
                 if event.read_closed {
                     connection.note_peer_closed();
@@ -231,21 +238,19 @@ impl<'s> EventLoop<'s> {
         }
     }
 
-    /// Accepts what it can; with a shared listener, also leaves the wake-ups it cannot use to
-    /// the other processes.
+    /// Accepts what it can, and watches the listener only while it can accept.
     fn accept_connections(&mut self) {
         self.accept_until_blocked();
-        if self.cx.config.exclusive_accept {
-            self.share_accepting();
-        }
+        self.watch_listener();
     }
 
-    /// For a listener shared with other processes (step06): the kernel gives each new
-    /// connection's wake-up to *one* waiting loop (`EPOLLEXCLUSIVE`), and a loop that cannot
-    /// accept (at its connection limit, or pausing after `EMFILE`) would take wake-ups it cannot
-    /// use while the other loops sit idle and the client waits. So such a loop takes the
-    /// listener out of its poller until it can accept again.
-    fn share_accepting(&mut self) {
+    /// A loop that cannot accept (at its connection limit, or pausing after `EMFILE`) takes
+    /// the listener out of its poller until it can again, as nginx disables its accept events:
+    /// otherwise every new client would wake it for nothing. It matters more when several
+    /// processes share the listener (step 06): the kernel gives each new connection's wake-up
+    /// to *one* waiting loop, and a loop that cannot accept would take wake-ups it cannot use
+    /// while the other loops sit idle and the client waits.
+    fn watch_listener(&mut self) {
         let Some(listener) = &self.listener else {
             return;
         };
@@ -267,7 +272,7 @@ impl<'s> EventLoop<'s> {
             Err(error) => log::error(format_args!("cannot change the listener's watch: {error}")),
         }
         if can_accept {
-            // Connections may have queued meanwhile: their wake-ups went to other loops.
+            // Connections may have queued meanwhile, unreported.
             self.accept_ready = true;
             self.accept_until_blocked();
         }
@@ -298,7 +303,9 @@ impl<'s> EventLoop<'s> {
                         error.kind(),
                         ErrorKind::Interrupted | ErrorKind::ConnectionAborted
                     ) => {}
-                // EMFILE, ENFILE, ENOBUFS, ENOMEM (or anything unexpected): pause, never spin.
+                // EMFILE, ENFILE, ENOBUFS, ENOMEM (or anything unexpected): the connection stays
+                // in the backlog, and retrying at once would fail again. Pause, never spin.
+                // (libev and Node keep a spare descriptor instead: see the exercises.)
                 Err(error) => {
                     if !self.accept_failing {
                         log::error(format_args!(
@@ -315,17 +322,31 @@ impl<'s> EventLoop<'s> {
 
     fn open(&mut self, stream: TcpStream) {
         let token = Token(self.connections.vacant_key());
-        if let Err(error) = self
-            .poller
-            .register(&stream, token, Interest::READABLE_WRITABLE)
-        {
-            log::error(format_args!("cannot watch a connection: {error}"));
-            return;
-        }
         self.serial += 1;
-        let connection = Connection::new(stream, token, self.serial, &mut self.cx);
-        self.connections.insert(connection);
-        self.stats.opened();
+        let mut connection = Connection::new(stream, token, self.serial, &self.cx);
+        self.stats.opened(self.cx.timers.len());
+        // With deferred accepts its request is here already: serve it now, before asking the
+        // poller, as nginx does after a deferred accept. A connection answered and closed in
+        // this very pass never meets the poller at all: a `Connection: close` request saves the
+        // registration and its share of a wait. (Otherwise this only sets its header timeout.)
+        let next = connection.on_ready(self.accepts_deferred, true, &mut self.cx);
+        if next != Next::Close {
+            // Registering reports what became ready meanwhile: nothing is missed.
+            let watched =
+                self.poller
+                    .register(connection.stream(), token, Interest::READABLE_WRITABLE);
+            if let Err(error) = watched {
+                log::error(format_args!("cannot watch a connection: {error}"));
+            } else {
+                self.connections.insert(connection);
+                if next == Next::Resume {
+                    self.resume.push(token);
+                }
+                return;
+            }
+        }
+        self.cx.timers.cancel(token);
+        self.stats.closed();
     }
 
     /// `SIGINT`/`SIGTERM`: stop accepting, close the connections between requests, and let the
@@ -369,19 +390,21 @@ impl<'s> EventLoop<'s> {
         false
     }
 
-    /// The runner says blocking work is done: give each answer to its connection, if it is
-    /// still the same connection.
-    fn deliver_finished_work(&mut self) {
+    /// The offload says blocking work is done: end each connection's wait, if it is still the
+    /// same connection.
+    fn finish_offloaded_work(&mut self) {
         let mut finished = mem::take(&mut self.finished);
-        self.cx.runner.finished(&mut finished);
-        for (ticket, response) in finished.drain(..) {
+        if let Some(offload) = &mut self.cx.offload {
+            offload.finished(&mut finished);
+        }
+        for Done { ticket, failed } in finished.drain(..) {
             let same = self
                 .connections
                 .get_mut(ticket.token.0)
                 .is_some_and(|connection| connection.serial() == ticket.serial);
             if same {
                 self.drive(ticket.token, |connection, cx| {
-                    connection.on_work_done(response, cx)
+                    connection.on_work_done(failed, cx)
                 });
             }
         }
@@ -392,32 +415,18 @@ impl<'s> EventLoop<'s> {
 /// Accepts one connection, non-blocking from birth: every socket of the loop must be, or one
 /// read could stall everyone.
 ///
-/// On Linux and the BSDs `accept4` sets the flags in the same call (std's `accept` would need a
-/// second one, an `ioctl`, per connection).
-#[cfg(any(
-    target_os = "linux",
-    target_os = "android",
-    target_os = "freebsd",
-    target_os = "dragonfly",
-    target_os = "netbsd",
-    target_os = "openbsd"
-))]
+/// Linux and the BSDs have `accept4`, which sets the flags in the same call (std's `accept`
+/// would need a second one, an `ioctl`, per connection).
+#[cfg(not(target_vendor = "apple"))]
 fn accept_nonblocking(listener: &TcpListener) -> io::Result<TcpStream> {
     use nix::sys::socket::{SockFlag, accept4};
     let fd = accept4(listener, SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC)?;
     Ok(TcpStream::from(fd))
 }
 
-/// Accepts one connection, non-blocking from birth. macOS has no `accept4`; its accepted
-/// sockets inherit the listener's `O_NONBLOCK`, but we say so explicitly rather than rely on it.
-#[cfg(not(any(
-    target_os = "linux",
-    target_os = "android",
-    target_os = "freebsd",
-    target_os = "dragonfly",
-    target_os = "netbsd",
-    target_os = "openbsd"
-)))]
+/// macOS has no `accept4`; its accepted sockets inherit the listener's `O_NONBLOCK`, but we say
+/// so explicitly rather than rely on it.
+#[cfg(target_vendor = "apple")]
 fn accept_nonblocking(listener: &TcpListener) -> io::Result<TcpStream> {
     let (stream, _) = listener.accept()?;
     stream.set_nonblocking(true)?;

@@ -19,24 +19,22 @@
 //!   non-blocking writes.
 //! - [`timers`]: a min-heap of deadlines, one per connection.
 //! - [`slab`]: connections stored by number; the number is the poller's token.
-//! - [`blocking`]: where blocking work runs: inline here (the `--blocking-sleep` stall), in a
-//!   thread pool in step06 ([`BlockingRunner`]).
-//! - [`config`], [`stats`], [`limits`]: the loop's settings, its `/stats` figures, and the
-//!   open-files limit.
+//! - [`config`], [`stats`]: the loop's settings and its `/stats` figures.
+//! - [`offload`]: the hook step 06 plugs a thread pool into, for blocking work
+//!   ([`Offload`]).
 
-pub mod blocking;
 mod buffers;
 pub mod config;
 mod connection;
 pub mod event_loop;
-pub mod limits;
+pub mod offload;
 pub mod poller;
 pub mod slab;
 pub mod stats;
 pub mod timers;
 
-pub use blocking::{BlockingRunner, InlineRunner, Ticket, Work};
 pub use config::LoopConfig;
 pub use event_loop::EventLoop;
+pub use offload::{Done, Offload, Ticket, Work};
 pub use poller::{Event, Interest, Poller, Token};
 pub use stats::LoopStats;

@@ -30,10 +30,10 @@ use std::sync::Arc;
 
 use clap::Parser;
 use common::args::{fail, parse};
+use common::limits::set_open_files_limit;
 use common::listen::{ListenOptions, announce, bind_listener};
 use common::{CommonArgs, Signals, Site, log};
-use step05_epoll_kqueue::limits::set_open_files_limit;
-use step05_epoll_kqueue::{EventLoop, InlineRunner, LoopConfig, LoopStats};
+use step05_epoll_kqueue::{EventLoop, LoopConfig, LoopStats};
 
 /// One thread, non-blocking sockets, epoll / kqueue.
 #[derive(Parser, Debug)]
@@ -83,7 +83,7 @@ fn main() {
         blocking_sleep: args.blocking_sleep,
         ..LoopConfig::new(&args.common)
     };
-    let event_loop = EventLoop::new(&site, config, signals, stats, Box::new(InlineRunner))
+    let event_loop = EventLoop::new(&site, config, signals, stats)
         .unwrap_or_else(|error| fail(format_args!("cannot start the event loop: {error}")));
 
     if let Err(error) = announce(&listener) {

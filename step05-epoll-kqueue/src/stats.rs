@@ -16,41 +16,28 @@ pub struct LoopStats {
     connections: AtomicU64,
     /// Connections accepted since the start.
     accepted: AtomicU64,
-    /// Timers set (in the heap) when the current loop iteration began.
+    /// Timers set (in the heap) when the current loop iteration began, or, since a connection
+    /// is served as it is accepted, when the last one was.
     timers: AtomicU64,
     /// Times the loop came back from waiting for events.
     loop_iterations: AtomicU64,
 }
 
 impl LoopStats {
-    pub fn connections(&self) -> u64 {
-        self.connections.load(Ordering::Relaxed)
-    }
-
-    pub fn accepted(&self) -> u64 {
-        self.accepted.load(Ordering::Relaxed)
-    }
-
-    pub fn timers(&self) -> u64 {
-        self.timers.load(Ordering::Relaxed)
-    }
-
-    pub fn loop_iterations(&self) -> u64 {
-        self.loop_iterations.load(Ordering::Relaxed)
-    }
-
     /// Adds `connections`, `timers`, `accepted` and `loop_iterations` to a `/stats` answer
     /// (`served` is the site's own).
     pub fn write_json(&self, json: &mut StatsJson) {
-        json.number("connections", self.connections())
-            .number("timers", self.timers())
-            .number("accepted", self.accepted())
-            .number("loop_iterations", self.loop_iterations());
+        let read = |figure: &AtomicU64| figure.load(Ordering::Relaxed);
+        json.number("connections", read(&self.connections))
+            .number("timers", read(&self.timers))
+            .number("accepted", read(&self.accepted))
+            .number("loop_iterations", read(&self.loop_iterations));
     }
 
-    pub(crate) fn opened(&self) {
+    pub(crate) fn opened(&self, timers: usize) {
         self.accepted.fetch_add(1, Ordering::Relaxed);
         self.connections.fetch_add(1, Ordering::Relaxed);
+        self.timers.store(timers as u64, Ordering::Relaxed);
     }
 
     pub(crate) fn closed(&self) {

@@ -25,6 +25,7 @@ pub struct Backoff {
 }
 
 impl Backoff {
+    // EXERCISE: restart-backoff - at once after one quick death; then 100 ms, doubling, up to 10 s
     /// The worker of this slot died after living `lived`: how long to wait before the next one.
     pub fn delay_after(&mut self, lived: Duration) -> Duration {
         if lived >= QUICK_DEATH {
@@ -38,6 +39,7 @@ impl Backoff {
         let doublings = (self.quick_deaths - 2).min(16);
         FIRST_DELAY.saturating_mul(1 << doublings).min(MAX_DELAY)
     }
+    // EXERCISE END
 
     /// Quick deaths in a row, for the log.
     pub fn quick_deaths(&self) -> u32 {

@@ -1,8 +1,15 @@
-//! What the master decides: how many workers, and how long a worker may take to stop.
+//! What the master decides: how many workers, and how long a worker may take to stop; and the
+//! options that say so, shared by steps 06 and 07.
 
 use std::num::NonZeroUsize;
 use std::str::FromStr;
 use std::time::Duration;
+
+use common::limits::set_open_files_limit;
+use common::{CommonArgs, log};
+
+use crate::listening::{ListenMode, Listening};
+use crate::master::Master;
 
 /// The most workers `--workers` accepts: a typo must not fork ten thousand processes.
 pub const MAX_WORKERS: usize = 256;
@@ -51,6 +58,46 @@ pub struct MasterConfig {
     /// How long a worker asked to stop may take before it is killed: its own grace period for
     /// the requests in flight, and a margin.
     pub stop_timeout: Duration,
+}
+
+/// The master's options, as steps 06 and 07 both have them (`#[command(flatten)]`).
+#[derive(clap::Args, Debug, Clone)]
+pub struct MasterArgs {
+    /// Worker processes: a number, or auto for one per core (read again on SIGHUP).
+    #[arg(long, value_name = "N|auto", default_value = "auto")]
+    pub workers: WorkerCount,
+
+    /// shared: the master binds the port once and every worker accepts from that socket;
+    /// reuseport: each worker binds its own socket with SO_REUSEPORT.
+    #[arg(long, value_enum, default_value_t = ListenMode::Shared)]
+    pub listen: ListenMode,
+
+    /// Limit on open descriptors (RLIMIT_NOFILE) to set at start, for every worker, like
+    /// nginx's worker_rlimit_nofile [default: the hard limit].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(16..))]
+    pub max_open_files: Option<u32>,
+}
+
+impl MasterArgs {
+    /// The master's start-up: raises the open-files limit, binds the port as `--listen` says,
+    /// and [starts](Master::start) the master, which prints the start-up line.
+    ///
+    /// # Errors
+    ///
+    /// The contract's one line: the port cannot be bound, or the master cannot start.
+    pub fn start(&self, common: &CommonArgs) -> Result<Master, String> {
+        // Set in the master, inherited by every worker it forks.
+        if let Err(error) = set_open_files_limit(self.max_open_files.map(Into::into)) {
+            log::error(format_args!("cannot set the open-files limit: {error}"));
+        }
+        let listening = Listening::open(&common.host, common.port, self.listen)?;
+        let config = MasterConfig {
+            workers: self.workers,
+            // A worker gets its grace period for the requests in flight, and a margin to exit.
+            stop_timeout: common.grace() + Duration::from_secs(2),
+        };
+        Master::start(config, listening)
+    }
 }
 
 #[cfg(test)]

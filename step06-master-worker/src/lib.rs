@@ -10,7 +10,7 @@
 //!
 //! - [`master`]: [`Master`]: forking, reaping, restarting, reloading, stopping; and why the
 //!   master never starts a thread (fork safety). [`config`]: what it is told ([`MasterConfig`],
-//!   [`WorkerCount`]).
+//!   [`WorkerCount`]), and the options steps 06 and 07 share to start it ([`MasterArgs`]).
 //! - [`worker`]: what a worker is given ([`Worker`]), the seam a worker's body plugs into
 //!   ([`WorkerBody`]), and step 06's body ([`SiteWorker`]).
 //! - [`listening`]: one socket shared by every worker, or one each with `SO_REUSEPORT`
@@ -34,7 +34,7 @@ pub mod ready;
 pub mod scoreboard;
 pub mod worker;
 
-pub use config::{MasterConfig, WorkerCount};
+pub use config::{MasterArgs, MasterConfig, WorkerCount};
 pub use listening::{ListenMode, Listening};
 pub use master::Master;
 pub use pool_runner::PoolRunner;

@@ -41,6 +41,7 @@ impl Lifeline {
         })
     }
 
+    // EXERCISE: lifeline - let go of the write end; a thread waits for end of file, then asks to stop
     /// In a worker just forked: lets go of the master's end, and starts a thread that requests
     /// this worker's graceful shutdown once the master is gone.
     ///
@@ -72,4 +73,5 @@ impl Lifeline {
             })?;
         Ok(())
     }
+    // EXERCISE END
 }

@@ -29,9 +29,7 @@
 use clap::Parser;
 use common::CommonArgs;
 use common::args::{fail, parse};
-use common::log;
-use step05_epoll_kqueue::limits::set_open_files_limit;
-use step06_master_worker::{ListenMode, Listening, Master, MasterConfig, SiteWorker, WorkerCount};
+use step06_master_worker::{MasterArgs, SiteWorker};
 
 /// A master process and one worker process per core, each running step 05's event loop.
 #[derive(Parser, Debug)]
@@ -40,14 +38,8 @@ struct Args {
     #[command(flatten)]
     common: CommonArgs,
 
-    /// Worker processes: a number, or auto for one per core (read again on SIGHUP).
-    #[arg(long, value_name = "N|auto", default_value = "auto")]
-    workers: WorkerCount,
-
-    /// shared: the master binds the port once and every worker accepts from that socket;
-    /// reuseport: each worker binds its own socket with SO_REUSEPORT.
-    #[arg(long, value_enum, default_value_t = ListenMode::Shared)]
-    listen: ListenMode,
+    #[command(flatten)]
+    master: MasterArgs,
 
     /// At this many open connections, a worker stops accepting until one closes.
     #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..))]
@@ -61,32 +53,19 @@ struct Args {
     /// Threads in each worker's pool for blocking work (nginx's thread pools have 32).
     #[arg(long, value_name = "N", default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..=1024))]
     blocking_threads: u32,
-
-    /// Limit on open descriptors (RLIMIT_NOFILE) to set at start, for every worker, like
-    /// nginx's worker_rlimit_nofile [default: the hard limit].
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(16..))]
-    max_open_files: Option<u32>,
 }
 
 fn main() {
     let args: Args = parse();
-    // Set in the master, inherited by every worker it forks.
-    if let Err(error) = set_open_files_limit(args.max_open_files.map(Into::into)) {
-        log::error(format_args!("cannot set the open-files limit: {error}"));
-    }
-    let listening = Listening::open(&args.common.host, args.common.port, args.listen)
+    let master = args
+        .master
+        .start(&args.common)
         .unwrap_or_else(|error| fail(error));
-    let config = MasterConfig {
-        workers: args.workers,
-        // A worker gets its grace period for the requests in flight, and a margin to exit.
-        stop_timeout: args.common.grace() + std::time::Duration::from_secs(2),
-    };
     let mut body = SiteWorker {
         max_connections: args.max_connections as usize,
         blocking_sleep: args.blocking_sleep,
         blocking_threads: args.blocking_threads as usize,
         common: args.common,
     };
-    let master = Master::start(config, listening).unwrap_or_else(|error| fail(error));
     std::process::exit(master.run(&mut body));
 }

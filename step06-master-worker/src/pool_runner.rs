@@ -1,12 +1,13 @@
 //! Blocking work off the event loop: step 04's pool, and a wake-up descriptor for the way back.
 //!
 //! Step 05's loop hands blocking work (`/sleep` under `--blocking-sleep`, standing for a slow
-//! disk read or a heavy computation) to a [`BlockingRunner`]. Step 05 ran it inline and froze
-//! every client; [`PoolRunner`] gives it to a [`ThreadPool`] and returns at once. A pool thread
-//! runs the work, puts the answer in a channel and *wakes the loop* by making a descriptor
-//! readable ([`Wakeup`]), which the loop watches with its sockets; the loop then collects the
-//! answers and sends them. This is what nginx's thread pools do for file reads (`aio threads`;
-//! 32 threads and a queue of 65 536 tasks by default).
+//! disk read or a heavy computation) to an [`Offload`] if it was given one; step 05 has none and
+//! sleeps on the loop's thread, freezing every client. [`PoolRunner`] gives the work to a
+//! [`ThreadPool`] and returns at once. A pool thread runs it, says so in a channel and
+//! *wakes the loop* by making a descriptor readable ([`Wakeup`]), which the loop watches with
+//! its sockets; the loop then answers the connections whose work is done. This is what
+//! nginx's thread pools do for file reads (`aio threads`; 32 threads and a queue of 65 536
+//! tasks by default).
 //!
 //! The pool lives in the worker process and is created there, after the fork: threads do not
 //! survive `fork` (see the fork-safety note in [`crate::master`]).
@@ -17,18 +18,17 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 use std::sync::mpsc::{self, Receiver, Sender};
 
-use common::Response;
 use step04_threadpool::{PoolError, PoolStatus, ThreadPool};
-use step05_epoll_kqueue::{BlockingRunner, Ticket, Work};
+use step05_epoll_kqueue::{Done, Offload, Ticket, Work};
 
-/// Runs blocking work on a thread pool and wakes the loop when answers are ready.
+/// Runs blocking work on a thread pool and wakes the loop when some is done.
 pub struct PoolRunner {
     /// Never dropped: dropping a step 04 pool waits for every queued job, and a worker that
     /// stops after its grace period must not wait for a minute-long `/sleep` nobody will read.
     /// The process ends right after the loop, and its threads with it.
     pool: ManuallyDrop<ThreadPool>,
-    done_tx: Sender<(Ticket, Response)>,
-    done_rx: Receiver<(Ticket, Response)>,
+    done_tx: Sender<Done>,
+    done_rx: Receiver<Done>,
     wakeup: Arc<Wakeup>,
 }
 
@@ -56,28 +56,26 @@ impl PoolRunner {
     }
 }
 
-impl BlockingRunner for PoolRunner {
-    fn run(&mut self, ticket: Ticket, work: Work) -> Option<Response> {
+impl Offload for PoolRunner {
+    fn start(&mut self, ticket: Ticket, work: Work) {
         let (done, wakeup) = (self.done_tx.clone(), Arc::clone(&self.wakeup));
         self.pool.execute(move || {
             // The pool survives a panicking job, but the client would wait for an answer that
-            // never comes: give it a 500 instead.
-            let response =
-                catch_unwind(AssertUnwindSafe(work)).unwrap_or_else(|_| Response::error(500));
-            // The answer first, then the wake-up: the loop reads the channel after the
-            // wake-up, so it never finds the descriptor readable and the channel empty for good.
-            let _ = done.send((ticket, response));
+            // never comes: it gets a 500 instead.
+            let failed = catch_unwind(AssertUnwindSafe(work)).is_err();
+            // The news first, then the wake-up: the loop reads the channel after the wake-up,
+            // so it never finds the descriptor readable and the channel empty for good.
+            let _ = done.send(Done { ticket, failed });
             wakeup.notify();
         });
-        None
     }
 
-    fn wake_fd(&self) -> Option<BorrowedFd<'_>> {
-        Some(self.wakeup.fd())
+    fn wake_fd(&self) -> BorrowedFd<'_> {
+        self.wakeup.fd()
     }
 
-    fn finished(&mut self, done: &mut Vec<(Ticket, Response)>) {
-        // Drain first, then take: an answer sent in between is taken now or wakes us again.
+    fn finished(&mut self, done: &mut Vec<Done>) {
+        // Drain first, then take: work done in between is taken now or wakes us again.
         self.wakeup.drain();
         done.extend(self.done_rx.try_iter());
     }

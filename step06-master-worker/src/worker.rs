@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use common::{CommonArgs, Signals, Site, log};
 use step04_threadpool::PoolStatus;
-use step05_epoll_kqueue::{BlockingRunner, EventLoop, InlineRunner, LoopConfig, LoopStats};
+use step05_epoll_kqueue::{EventLoop, LoopConfig, LoopStats};
 
 use crate::listening::ListenMode;
 use crate::pool_runner::PoolRunner;
@@ -43,14 +43,6 @@ pub struct Worker {
     /// it (`None` when the board was full).
     pub scoreboard: &'static Scoreboard,
     pub lane: Option<usize>,
-}
-
-impl Worker {
-    /// Whether other workers accept from the same socket, so that a new connection should wake
-    /// one of them only (`EPOLLEXCLUSIVE`).
-    pub fn shares_listener(&self) -> bool {
-        self.listen_mode == ListenMode::Shared
-    }
 }
 
 /// What runs in the workers: the seam between the master and what it supervises.
@@ -100,13 +92,12 @@ impl SiteWorker {
     fn serve(&self, worker: Worker) -> Result<(), String> {
         // A pool only when there is blocking work to give it, as nginx starts its thread pools
         // only for `aio threads`.
-        let (runner, pool): (Box<dyn BlockingRunner>, Option<PoolStatus>) = if self.blocking_sleep {
-            let runner = PoolRunner::new(self.blocking_threads)?;
-            let status = runner.status();
-            (Box::new(runner), Some(status))
+        let runner = if self.blocking_sleep {
+            Some(PoolRunner::new(self.blocking_threads)?)
         } else {
-            (Box::new(InlineRunner), None)
+            None
         };
+        let pool: Option<PoolStatus> = runner.as_ref().map(PoolRunner::status);
         let stats = Arc::new(LoopStats::default());
         let (scoreboard, lane) = (worker.scoreboard, worker.lane);
         let mut site = Site::new("step06-master-worker", self.common.delay())
@@ -147,11 +138,15 @@ impl SiteWorker {
         let config = LoopConfig {
             max_connections: self.max_connections,
             blocking_sleep: self.blocking_sleep,
-            exclusive_accept: worker.shares_listener(),
             ..LoopConfig::new(&self.common)
         };
-        let event_loop = EventLoop::new(&site, config, worker.signals, stats, runner)
+        let mut event_loop = EventLoop::new(&site, config, worker.signals, stats)
             .map_err(|error| format!("cannot start the event loop: {error}"))?;
+        if let Some(runner) = runner {
+            event_loop = event_loop
+                .with_offload(Box::new(runner))
+                .map_err(|error| format!("cannot watch the pool: {error}"))?;
+        }
         worker.ready.announce();
         event_loop
             .run(worker.listener)

@@ -2,13 +2,12 @@
 //! are answered by both workers, seen both from `/stats` (distinct pids) and from the
 //! `X-Worker` header (distinct worker indexes).
 
-mod support;
-
 use std::path::Path;
 use std::process::Command;
 
-use support::BIN;
 use testkit::{Server, tools};
+
+const BIN: &str = env!("CARGO_BIN_EXE_step06-master-worker");
 
 #[test]
 fn accesses_py_sees_every_worker_answer() {

@@ -6,16 +6,15 @@
 //! The figures these tests measure are printed (`cargo test -p step06-master-worker --test
 //! faults -- --nocapture`): the chapter quotes them.
 
-mod support;
-
 use std::thread;
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
-use support::{BIN, wait_for, wait_for_workers, workers_of};
 use testkit::load::SteadyLoad;
-use testkit::{Client, Server, tools};
+use testkit::{Client, Server, tools, wait_for};
+
+const BIN: &str = env!("CARGO_BIN_EXE_step06-master-worker");
 
 /// Clients in the steady stream, and their pause between two requests.
 const CLIENTS: usize = 8;
@@ -29,7 +28,7 @@ fn signal_pid(pid: u32, signal: Signal) {
 /// Returns the failed requests and the time until the replacement appeared.
 fn kill_one_worker_under_load(mode: &str) -> (Vec<String>, Duration, usize) {
     let server = Server::start(BIN, &["--quiet", "--workers", "2", "--listen", mode]);
-    let before = wait_for_workers(&server, 2);
+    let before = server.wait_for_workers(2);
     let load = SteadyLoad::start(server.addr(), "/", CLIENTS, PAUSE, Some("X-Worker"));
     // A worker that dies within a second of its start may be one that cannot start: let the
     // victim live longer, so that it is replaced at once (see `backoff.rs`).
@@ -39,7 +38,7 @@ fn kill_one_worker_under_load(mode: &str) -> (Vec<String>, Duration, usize) {
     signal_pid(victim, Signal::SIGKILL);
     let killed_at = Instant::now();
     let replaced = wait_for(Duration::from_secs(3), || {
-        let now = workers_of(&server);
+        let now = server.workers();
         (now.len() == 2 && !now.contains(&victim)).then(|| killed_at.elapsed())
     });
     let recovery = replaced.unwrap_or_else(|| panic!("{mode}: no new worker within 3 s"));
@@ -96,7 +95,7 @@ fn a_killed_worker_is_replaced_within_a_second_reuseport() {
 /// with reuseport each backlog belonged to a dead worker's socket, and its clients are reset.
 fn waiting_clients_served_after_the_workers_die(mode: &str) -> usize {
     let server = Server::start(BIN, &["--quiet", "--workers", "2", "--listen", mode]);
-    let workers = wait_for_workers(&server, 2);
+    let workers = server.wait_for_workers(2);
     for &pid in &workers {
         signal_pid(pid, Signal::SIGSTOP);
     }
@@ -148,14 +147,14 @@ fn reuseport_loses_the_backlog_of_dead_workers() {
 /// retired. Returns the failed requests.
 fn reload_under_load(mode: &str) -> Vec<String> {
     let server = Server::start(BIN, &["--quiet", "--workers", "2", "--listen", mode]);
-    let first = wait_for_workers(&server, 2);
+    let first = server.wait_for_workers(2);
     let load = SteadyLoad::start(server.addr(), "/", CLIENTS, PAUSE, None);
     thread::sleep(Duration::from_millis(300));
     let mut old = first;
     for generation in [2, 3] {
         server.signal(Signal::SIGHUP);
         let replaced = wait_for(Duration::from_secs(5), || {
-            let now = workers_of(&server);
+            let now = server.workers();
             (now.len() == 2 && now.iter().all(|pid| !old.contains(pid))).then_some(now)
         });
         old = replaced

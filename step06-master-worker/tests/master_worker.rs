@@ -3,18 +3,17 @@
 //! a graceful stop that leaves no process behind, workers that do not outlive their master, and
 //! a restart policy that does not turn into a fork storm.
 
-mod support;
-
 use std::collections::HashSet;
 use std::thread;
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
-use support::{BIN, wait_for, wait_for_workers, workers_of};
 use testkit::load::{SteadyLoad, concurrent_gets, get_in_background};
 use testkit::server::run_to_exit;
-use testkit::{Server, procfs, tools};
+use testkit::{Server, procfs, tools, wait_for};
+
+const BIN: &str = env!("CARGO_BIN_EXE_step06-master-worker");
 
 /// The master forks the workers and serves nothing itself: every answer comes from a worker,
 /// which names its master, its index and its generation. The master has one thread: it never
@@ -25,7 +24,7 @@ fn the_master_forks_the_workers_and_serves_nothing() {
         return;
     }
     let server = Server::start(BIN, &["--quiet", "--workers", "2"]);
-    let workers = wait_for_workers(&server, 2);
+    let workers = server.wait_for_workers(2);
     assert_eq!(
         procfs::thread_count(server.pid()),
         Some(1),
@@ -109,7 +108,7 @@ fn blocking_work_goes_to_each_workers_pool() {
 fn sigterm_lets_requests_in_flight_finish_and_leaves_no_process() {
     let mut server = Server::start(BIN, &["--quiet", "--workers", "2"]);
     let workers = if tools::has_procfs("sigterm_leaves_no_process") {
-        wait_for_workers(&server, 2)
+        server.wait_for_workers(2)
     } else {
         Vec::new()
     };
@@ -154,7 +153,7 @@ fn workers_exit_when_the_master_dies() {
         return;
     }
     let mut server = Server::start(BIN, &["--quiet", "--workers", "2"]);
-    let workers = wait_for_workers(&server, 2);
+    let workers = server.wait_for_workers(2);
     server.signal(Signal::SIGKILL);
     assert!(server.wait_exit(Duration::from_secs(5)).is_some());
     let gone = wait_for(Duration::from_secs(3), || {
@@ -178,11 +177,11 @@ fn a_worker_that_keeps_dying_is_restarted_with_backoff() {
         return;
     }
     let server = Server::start(BIN, &["--quiet", "--workers", "1"]);
-    wait_for_workers(&server, 1);
+    server.wait_for_workers(1);
     let mut killed = HashSet::new();
     let until = Instant::now() + Duration::from_secs(2);
     while Instant::now() < until {
-        for pid in workers_of(&server) {
+        for pid in server.workers() {
             if killed.insert(pid) {
                 let _ = kill(Pid::from_raw(pid as i32), Signal::SIGKILL);
             }
@@ -248,15 +247,15 @@ fn a_reload_counts_the_cores_again() {
         return;
     }
     let server = Server::start(BIN, &["--quiet"]);
-    wait_for_workers(&server, cores);
+    server.wait_for_workers(cores);
     pin_to_one_core(server.pid());
     server.signal(Signal::SIGHUP);
     let stats = wait_for(Duration::from_secs(5), || {
         let stats = server.get("/stats").json();
-        let settled = workers_of(&server).len() == 1;
+        let settled = server.workers().len() == 1;
         (settled && stats["generation"].as_u64() == Some(2)).then_some(stats)
     });
-    let stats = stats.unwrap_or_else(|| panic!("workers now: {:?}", workers_of(&server)));
+    let stats = stats.unwrap_or_else(|| panic!("workers now: {:?}", server.workers()));
     assert_eq!(stats["workers"].as_u64(), Some(1), "{stats}");
 }
 

@@ -38,6 +38,7 @@ pub struct Ring {
 }
 
 impl Ring {
+    // EXERCISE: hash-ring - every member's points, from its name alone, sorted round the ring
     /// A ring for members named `names` (their addresses). A member's points depend only on
     /// its name, not on the other members: that is what keeps keys in place when one is added.
     pub fn new(names: &[&str]) -> Ring {
@@ -55,6 +56,7 @@ impl Ring {
             members: names.len(),
         }
     }
+    // EXERCISE END
 
     /// The members in the order a key meets them going round the ring from its hash: the
     /// first is its home, the next ones its fallbacks when the home is down.
@@ -83,6 +85,7 @@ pub fn round_robin(
     rotation(members, turn, available).next()
 }
 
+// EXERCISE: least-conn - the fewest requests in flight among the available; ties in turn order
 /// Least connections: the available member with the fewest requests in flight; among equals,
 /// the first in round-robin order from turn `turn`, so that an idle group still spreads its
 /// requests evenly.
@@ -94,6 +97,7 @@ pub fn least_conn(
 ) -> Option<usize> {
     rotation(members, turn, available).min_by_key(|&position| in_flight(position))
 }
+// EXERCISE END
 
 /// The available members, starting with the `turn % available`-th one and wrapping around.
 fn rotation(

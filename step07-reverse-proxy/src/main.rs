@@ -37,8 +37,7 @@ use common::CommonArgs;
 use common::args::{fail, parse};
 use common::listen::{ListenOptions, bind_listener};
 use common::log;
-use step05_epoll_kqueue::limits::set_open_files_limit;
-use step06_master_worker::{ListenMode, Listening, Master, MasterConfig, WorkerCount};
+use step06_master_worker::MasterArgs;
 use step07_reverse_proxy::{
     Config, DemoUpstreams, ProxyWorker, UpstreamClient, Zone, check_address, serve_upstream,
 };
@@ -55,13 +54,10 @@ struct Args {
     #[arg(long, value_name = "PATH")]
     config: Option<String>,
 
-    /// Worker processes: a number, or auto for one per core (read again on SIGHUP).
-    #[arg(long, value_name = "N|auto", default_value = "auto")]
-    workers: WorkerCount,
-
-    /// shared: one listening socket for every worker; reuseport: one each (see step 06).
-    #[arg(long, value_enum, default_value_t = ListenMode::Shared)]
-    listen: ListenMode,
+    /// Step 06's master: --workers, --listen, --max-open-files (a proxy holds two descriptors
+    /// per request).
+    #[command(flatten)]
+    master: MasterArgs,
 
     /// At this many open client connections, a worker stops accepting until one closes.
     #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..))]
@@ -102,10 +98,6 @@ fn main() {
         };
         std::process::exit(status);
     }
-    // Set in the master, inherited by every worker: a proxy holds two descriptors per request.
-    if let Err(error) = set_open_files_limit(None) {
-        log::error(format_args!("cannot set the open-files limit: {error}"));
-    }
     // A configuration file is read before anything is bound: a wrong file fails at once.
     let from_file = args
         .config
@@ -120,7 +112,9 @@ fn main() {
         bind_listener(&address.ip().to_string(), address.port(), options)
             .unwrap_or_else(|error| fail(format_args!("--admin: {error}")))
     });
-    let listening = Listening::open(&args.common.host, args.common.port, args.listen)
+    let master = args
+        .master
+        .start(&args.common)
         .unwrap_or_else(|error| fail(error));
     let (config, zone, demo) = match from_file {
         Some((config, zone)) => (config, zone, None),
@@ -134,12 +128,6 @@ fn main() {
             (config, zone, Some(demo))
         }
     };
-    let master_config = MasterConfig {
-        workers: args.workers,
-        // A worker gets its grace period for the requests in flight, and a margin to exit.
-        stop_timeout: args.common.grace() + std::time::Duration::from_secs(2),
-    };
-    let master = Master::start(master_config, listening).unwrap_or_else(|error| fail(error));
     // After the contract's `listening on` line, which must come first. With `--admin
     // 127.0.0.1:0` this is where the port the kernel chose can be read.
     if let Some(address) = admin.as_ref().and_then(|admin| admin.local_addr().ok()) {

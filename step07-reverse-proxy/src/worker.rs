@@ -8,8 +8,9 @@ use std::net::TcpListener as StdListener;
 use std::sync::Arc;
 use std::time::Duration;
 
+use common::listen::ACCEPT_PAUSE;
 use common::{CommonArgs, log};
-use step06_master_worker::{Worker, WorkerBody};
+use step06_master_worker::{ListenMode, Worker, WorkerBody};
 use tokio::io::Interest;
 use tokio::io::unix::AsyncFd;
 use tokio::net::{TcpListener, TcpStream};
@@ -23,10 +24,6 @@ use crate::health;
 use crate::operations::zone::Zone;
 use crate::proxy::{Proxy, UpstreamClient, WorkerInfo};
 use crate::simple_client;
-
-/// How long accepting pauses when the process is out of descriptors (`EMFILE`): retrying at
-/// once would fail again, as fast as the loop can spin (see step 05's `ACCEPT_PAUSE`).
-const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
 
 /// How long a worker that serves more than its share of connections waits before it accepts
 /// the next one (see [`ProxyWorker::ahead_of_siblings`]).
@@ -203,7 +200,7 @@ impl ProxyWorker {
         };
         self.zone.worker_started(worker.index);
         // Only siblings on the same socket can take a connection this worker leaves for them.
-        let share = worker.shares_listener() && worker.workers > 1;
+        let share = worker.listen_mode == ListenMode::Shared && worker.workers > 1;
         // Step 06's shutdown pipe turns readable on SIGTERM, or when the master dies; the
         // watch channel passes the news to every task of this worker.
         // SAFETY: the shutdown pipe is opened by `Signals` (in this process, at the fork) and

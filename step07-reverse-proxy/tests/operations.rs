@@ -66,7 +66,7 @@ fn sighup_with_a_broken_file_keeps_the_configuration_in_force() {
     }
     assert_eq!(b.requests(), 0);
     assert_eq!(admin_get(admin, "/config").text(), config_before);
-    let workers_after: BTreeSet<u32> = proxy.workers().into_iter().collect();
+    let workers_after: BTreeSet<u32> = proxy.server.workers().into_iter().collect();
     assert_eq!(workers_after, workers_before, "the workers were replaced");
     proxy.server.assert_no_panic();
 }
@@ -141,7 +141,7 @@ fn a_reload_whose_workers_fail_to_start_leaves_the_old_ones_serving() {
         assert_eq!((response.status, served_by(&response).as_str()), (200, "a"));
         std::thread::sleep(Duration::from_millis(20));
     }
-    let serving: BTreeSet<u32> = proxy.workers().into_iter().collect();
+    let serving: BTreeSet<u32> = proxy.server.workers().into_iter().collect();
     assert!(
         serving.is_superset(&before),
         "generation 1 was retired for a generation that never started: {before:?} {serving:?}"
@@ -154,7 +154,7 @@ fn a_reload_whose_workers_fail_to_start_leaves_the_old_ones_serving() {
     })
     .expect("generation 3 never served");
     wait_for(Duration::from_secs(15), || {
-        let now: BTreeSet<u32> = proxy.workers().into_iter().collect();
+        let now: BTreeSet<u32> = proxy.server.workers().into_iter().collect();
         now.is_disjoint(&before).then_some(())
     })
     .expect("generation 1 was never retired");

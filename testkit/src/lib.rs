@@ -8,7 +8,8 @@
 //! # Layout
 //!
 //! - [`recorder`]: an upstream that records every byte a proxy sends it, read strictly.
-//! - [`server`]: start a step, signal it, stop it (its whole process group, by pid).
+//! - [`server`]: start a step, signal it, stop it (its whole process group, by pid), find a
+//!   master's workers.
 //! - [`client`]: a small HTTP/1.1 client over a raw `TcpStream`.
 //! - [`checks`]: every check as data (what it measures, its hint, its chapter section), for
 //!   `cargo test` and the grader alike.
@@ -21,7 +22,9 @@
 //! - [`slow`]: five hundred slow clients (`scripts/slow_clients.py`) against a step.
 //! - [`tools`]: external tools a test needs (python3), skipped with a printed reason.
 //! - [`upstream`]: small HTTP upstreams for the reverse proxy to stand in front of.
+//! - [`wait`]: [`wait_for`], polling for a state instead of sleeping before a count.
 
+mod acceptor;
 pub mod checks;
 pub mod client;
 pub mod contract;
@@ -35,10 +38,12 @@ pub mod slow;
 pub mod target;
 pub mod tools;
 pub mod upstream;
+pub mod wait;
 
 pub use client::{Client, Response, get};
 pub use server::Server;
 pub use target::Target;
+pub use wait::wait_for;
 
 /// Generates one `#[test]` per contract check (the list of [`checks::CONTRACT`]) for a step's
 /// binary, with optional extra options for every server it starts:

@@ -20,38 +20,13 @@ use crate::load::{SteadyLoad, concurrent_gets};
 use crate::procfs;
 use crate::server::Server;
 use crate::target::Target;
+use crate::wait::wait_for;
 
 /// How hard a model check pushes: the full experiment, or a smaller one for CI.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Effort {
     Quick,
     Full,
-}
-
-/// Calls `probe` every 10 ms until it returns `Some`, for at most `limit`.
-fn wait_for<T>(limit: Duration, mut probe: impl FnMut() -> Option<T>) -> Option<T> {
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(found) = probe() {
-            return Some(found);
-        }
-        if Instant::now() >= deadline {
-            return None;
-        }
-        thread::sleep(Duration::from_millis(10));
-    }
-}
-
-/// The server's child processes that are running (zombies excluded), sorted.
-fn running_children(server: &Server) -> Vec<u32> {
-    let mut pids: Vec<u32> = procfs::children_of(server.pid())
-        .unwrap_or_default()
-        .into_iter()
-        .filter(|child| child.state != 'Z')
-        .map(|child| child.pid)
-        .collect();
-    pids.sort_unstable();
-    pids
 }
 
 /// Samples `measure` every 5 ms on a thread of its own until the returned flag is set; the
@@ -383,7 +358,7 @@ pub fn one_thread_holds_a_thousand_slow_requests(target: &Target, _effort: Effor
 /// Waits up to 5 s until the server has `count` running children (its workers); their pids.
 fn wait_for_workers(server: &Server, count: usize) -> Option<Vec<u32>> {
     wait_for(Duration::from_secs(5), || {
-        let workers = running_children(server);
+        let workers = server.workers();
         (workers.len() == count).then_some(workers)
     })
 }
@@ -399,7 +374,7 @@ pub fn a_worker_process_per_core(target: &Target, _effort: Effort) -> String {
     let server = target.start(&["--quiet"]);
     let cores = cores();
     let workers = wait_for_workers(&server, cores);
-    let seen = running_children(&server);
+    let seen = server.workers();
     match workers {
         Some(workers) => format!(
             "{cores} cores: {} worker processes under the master ({workers:?})",
@@ -419,10 +394,7 @@ pub fn a_killed_worker_is_replaced(target: &Target, _effort: Effort) -> String {
     let server = target.start(&["--quiet"]);
     let cores = cores();
     let Some(before) = wait_for_workers(&server, cores) else {
-        panic!(
-            "not {cores} workers to start with: {:?}",
-            running_children(&server)
-        );
+        panic!("not {cores} workers to start with: {:?}", server.workers());
     };
     let load = SteadyLoad::start(server.addr(), "/", 4, Duration::from_millis(2), None);
     // A worker that dies within a second of its start may be one that cannot start (a master
@@ -432,7 +404,7 @@ pub fn a_killed_worker_is_replaced(target: &Target, _effort: Effort) -> String {
     let _ = kill(Pid::from_raw(victim as i32), Signal::SIGKILL);
     let killed = Instant::now();
     let replaced = wait_for(Duration::from_secs(3), || {
-        let now = running_children(&server);
+        let now = server.workers();
         (now.len() == cores && !now.contains(&victim)).then(|| (killed.elapsed(), now))
     });
     thread::sleep(Duration::from_millis(200));
@@ -451,7 +423,7 @@ pub fn a_killed_worker_is_replaced(target: &Target, _effort: Effort) -> String {
         }
         None => panic!(
             "kill -9 worker {victim}: no replacement within 3 s (workers: {:?})",
-            running_children(&server)
+            server.workers()
         ),
     }
 }
@@ -463,17 +435,14 @@ pub fn a_reload_fails_no_request(target: &Target, _effort: Effort) -> String {
     let server = target.start(&["--quiet"]);
     let cores = cores();
     let Some(old) = wait_for_workers(&server, cores) else {
-        panic!(
-            "not {cores} workers to start with: {:?}",
-            running_children(&server)
-        );
+        panic!("not {cores} workers to start with: {:?}", server.workers());
     };
     let load = SteadyLoad::start(server.addr(), "/", 8, Duration::from_millis(2), None);
     thread::sleep(Duration::from_millis(300));
     server.signal(Signal::SIGHUP);
     let signalled = Instant::now();
     let replaced = wait_for(Duration::from_secs(5), || {
-        let now = running_children(&server);
+        let now = server.workers();
         (now.len() == cores && now.iter().all(|pid| !old.contains(pid)))
             .then(|| (signalled.elapsed(), now))
     });
@@ -483,7 +452,7 @@ pub fn a_reload_fails_no_request(target: &Target, _effort: Effort) -> String {
         panic!(
             "SIGHUP: the workers {old:?} were not replaced within 5 s (now {:?}); {} requests \
              failed",
-            running_children(&server),
+            server.workers(),
             report.failures.len()
         );
     };

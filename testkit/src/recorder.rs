@@ -21,14 +21,12 @@
 //! By default every request gets `200` with the body `seen METHOD TARGET BODY-LENGTH`;
 //! [`Recorder::start_with`] answers with any bytes at all (a malformed answer, a huge head).
 
-use std::io::{ErrorKind, Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::io::{Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
-use std::thread;
-use std::time::Duration;
 
-use crate::upstream::reset;
+use crate::acceptor::Acceptor;
 
 /// One request as the upstream read it.
 #[derive(Debug, Clone)]
@@ -67,16 +65,13 @@ type Answering = dyn Fn(&Recorded) -> Answer + Send + Sync;
 
 /// A running recorder. Dropping it kills it.
 pub struct Recorder {
-    addr: SocketAddr,
+    acceptor: Acceptor,
     state: Arc<State>,
 }
 
 struct State {
-    stop: AtomicBool,
     answer: Box<Answering>,
     log: Mutex<Log>,
-    /// The open connections, to cut them all when the recorder is dropped.
-    open: Mutex<Vec<TcpStream>>,
 }
 
 #[derive(Default)]
@@ -100,52 +95,21 @@ impl Recorder {
     ///
     /// When it cannot listen on a loopback port.
     pub fn start_with(answer: impl Fn(&Recorded) -> Answer + Send + Sync + 'static) -> Recorder {
-        let listener = TcpListener::bind("127.0.0.1:0")
-            .unwrap_or_else(|error| panic!("recorder: cannot listen: {error}"));
-        let addr = listener
-            .local_addr()
-            .unwrap_or_else(|error| panic!("recorder: {error}"));
-        // Polled, so that the accepting thread notices `stop` and closes the listener.
-        let _ = listener.set_nonblocking(true);
         let state = Arc::new(State {
-            stop: AtomicBool::new(false),
             answer: Box::new(answer),
             log: Mutex::new(Log::default()),
-            open: Mutex::new(Vec::new()),
         });
-        let accepting = Arc::clone(&state);
-        thread::spawn(move || {
-            while !accepting.stop.load(Ordering::SeqCst) {
-                match listener.accept() {
-                    Ok((stream, _)) => {
-                        let _ = stream.set_nonblocking(false);
-                        if let (Ok(mut open), Ok(clone)) =
-                            (accepting.open.lock(), stream.try_clone())
-                        {
-                            open.push(clone);
-                        }
-                        let connection = match accepting.log.lock() {
-                            Ok(mut log) => {
-                                log.raw.push(Vec::new());
-                                log.raw.len() - 1
-                            }
-                            Err(_) => return,
-                        };
-                        let state = Arc::clone(&accepting);
-                        thread::spawn(move || serve(stream, connection, &state));
-                    }
-                    Err(error) if error.kind() == ErrorKind::WouldBlock => {
-                        thread::sleep(Duration::from_millis(2));
-                    }
-                    Err(_) => thread::sleep(Duration::from_millis(10)),
-                }
-            }
-        });
-        Recorder { addr, state }
+        let serving = Arc::clone(&state);
+        let acceptor = Acceptor::start(
+            "recorder",
+            Arc::new(AtomicBool::new(false)),
+            move |stream, connection| serve(stream, connection, &serving),
+        );
+        Recorder { acceptor, state }
     }
 
     pub fn addr(&self) -> SocketAddr {
-        self.addr
+        self.acceptor.addr()
     }
 
     /// The requests read whole so far, in the order they arrived.
@@ -165,7 +129,7 @@ impl Recorder {
 
     /// Connections accepted so far.
     pub fn connections(&self) -> usize {
-        self.with_log(|log| log.raw.len())
+        self.acceptor.accepted()
     }
 
     /// Every byte received on every connection, as text (for failure messages).
@@ -189,12 +153,7 @@ impl Recorder {
 
 impl Drop for Recorder {
     fn drop(&mut self) {
-        self.state.stop.store(true, Ordering::SeqCst);
-        if let Ok(mut open) = self.state.open.lock() {
-            for stream in open.drain(..) {
-                reset(&stream);
-            }
-        }
+        self.acceptor.kill();
     }
 }
 
@@ -229,9 +188,15 @@ enum Stop {
 }
 
 /// Reads requests from one connection until it closes or sends something unacceptable, and
-/// then closes it (a shutdown: [`State::open`] holds a clone of the socket, so dropping ours
+/// then closes it (a shutdown: the acceptor holds a clone of the socket, so dropping ours
 /// would not close it).
 fn serve(stream: TcpStream, connection: usize, state: &State) {
+    if let Ok(mut log) = state.log.lock() {
+        // Connections are numbered as accepted, but their threads may start in any order.
+        if log.raw.len() <= connection {
+            log.raw.resize(connection + 1, Vec::new());
+        }
+    }
     serve_until_done(&stream, connection, state);
     let _ = stream.shutdown(Shutdown::Both);
 }

@@ -14,6 +14,8 @@ use nix::sys::signal::{Signal, kill, killpg};
 use nix::unistd::Pid;
 
 use crate::client::{self, Response};
+use crate::procfs;
+use crate::wait::wait_for;
 
 /// How long a server may take to print its start-up line.
 const START_TIMEOUT: Duration = Duration::from_secs(20);
@@ -200,6 +202,38 @@ impl Server {
 
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// The server's running children, sorted: a master's worker processes (zombies, already
+    /// dead, do not count).
+    ///
+    /// # Panics
+    ///
+    /// Without Linux's `/proc` (gate the test with [`crate::tools::has_procfs`]).
+    pub fn workers(&self) -> Vec<u32> {
+        let children = procfs::children_of(self.pid())
+            .unwrap_or_else(|| panic!("workers: no /proc (see tools::has_procfs)"));
+        let mut pids: Vec<u32> = children
+            .into_iter()
+            .filter(|child| child.state != 'Z')
+            .map(|child| child.pid)
+            .collect();
+        pids.sort_unstable();
+        pids
+    }
+
+    /// Waits until the server has exactly `count` running children (a master's workers), and
+    /// returns their pids.
+    ///
+    /// # Panics
+    ///
+    /// When that does not happen within 10 s, or without `/proc`.
+    pub fn wait_for_workers(&self, count: usize) -> Vec<u32> {
+        wait_for(Duration::from_secs(10), || {
+            let workers = self.workers();
+            (workers.len() == count).then_some(workers)
+        })
+        .unwrap_or_else(|| panic!("expected {count} workers, found {:?}", self.workers()))
     }
 
     pub fn url(&self, path: &str) -> String {

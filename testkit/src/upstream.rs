@@ -29,6 +29,8 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use crate::acceptor::Acceptor;
+
 /// `GET /gzip`'s body: `gzip.compress(b"hello, gzip\n", mtime=0)`.
 pub const GZIP_BODY: [u8; 32] = [
     31, 139, 8, 0, 0, 0, 0, 0, 2, 3, 203, 72, 205, 201, 201, 215, 81, 72, 175, 202, 44, 224, 2, 0,
@@ -41,20 +43,18 @@ const HOLD_LIMIT: Duration = Duration::from_secs(20);
 /// A running test upstream. Dropping it kills it.
 pub struct Upstream {
     name: String,
-    addr: SocketAddr,
+    acceptor: Acceptor,
     state: Arc<State>,
 }
 
 #[derive(Default)]
 struct State {
-    stop: AtomicBool,
-    connections: AtomicUsize,
+    /// Set when the upstream is killed.
+    stop: Arc<AtomicBool>,
     requests: AtomicUsize,
     peer_closed: AtomicUsize,
     /// Every request head received, as text.
     heads: Mutex<Vec<String>>,
-    /// The open connections, to cut them all when the upstream is killed.
-    open: Mutex<Vec<TcpStream>>,
 }
 
 impl Upstream {
@@ -64,45 +64,22 @@ impl Upstream {
     ///
     /// When it cannot listen.
     pub fn start(name: &str) -> Upstream {
-        let listener = TcpListener::bind("127.0.0.1:0")
-            .unwrap_or_else(|error| panic!("upstream {name}: cannot listen: {error}"));
-        let addr = listener
-            .local_addr()
-            .unwrap_or_else(|error| panic!("upstream {name}: {error}"));
-        // Polled, so that the accepting thread notices `kill` and closes the listener.
-        let _ = listener.set_nonblocking(true);
         let state = Arc::new(State::default());
-        let (accepting, shared_name) = (Arc::clone(&state), name.to_string());
-        thread::spawn(move || {
-            while !accepting.stop.load(Ordering::SeqCst) {
-                match listener.accept() {
-                    Ok((stream, _)) => {
-                        let _ = stream.set_nonblocking(false);
-                        accepting.connections.fetch_add(1, Ordering::SeqCst);
-                        if let (Ok(mut open), Ok(clone)) =
-                            (accepting.open.lock(), stream.try_clone())
-                        {
-                            open.push(clone);
-                        }
-                        let (state, name) = (Arc::clone(&accepting), shared_name.clone());
-                        thread::spawn(move || serve(stream, &name, &state));
-                    }
-                    Err(error) if error.kind() == ErrorKind::WouldBlock => {
-                        thread::sleep(Duration::from_millis(2));
-                    }
-                    Err(_) => thread::sleep(Duration::from_millis(10)),
-                }
-            }
-        });
+        let serving = (Arc::clone(&state), name.to_string());
+        let acceptor = Acceptor::start(
+            &format!("upstream {name}"),
+            Arc::clone(&state.stop),
+            move |stream, _| serve(stream, &serving.1, &serving.0),
+        );
         Upstream {
             name: name.to_string(),
-            addr,
+            acceptor,
             state,
         }
     }
 
     pub fn addr(&self) -> SocketAddr {
-        self.addr
+        self.acceptor.addr()
     }
 
     pub fn name(&self) -> &str {
@@ -111,7 +88,7 @@ impl Upstream {
 
     /// Connections accepted so far.
     pub fn connections(&self) -> usize {
-        self.state.connections.load(Ordering::SeqCst)
+        self.acceptor.accepted()
     }
 
     /// Request heads received so far.
@@ -136,14 +113,7 @@ impl Upstream {
     /// Stops as a crashed server does: the port refuses connections from now on, and every
     /// open connection is reset.
     pub fn kill(&self) {
-        self.state.stop.store(true, Ordering::SeqCst);
-        if let Ok(mut open) = self.state.open.lock() {
-            for stream in open.drain(..) {
-                reset(&stream);
-            }
-        }
-        // The accepting thread polls every 2 ms; once it has seen `stop`, the listener is closed.
-        thread::sleep(Duration::from_millis(50));
+        self.acceptor.kill();
     }
 }
 

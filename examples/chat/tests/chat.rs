@@ -7,7 +7,7 @@ use std::net::{SocketAddr, TcpStream};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use testkit::procfs;
+use testkit::{procfs, tools, wait_for};
 
 /// The chat binary on a free loopback port; killed (by pid) and reaped when dropped.
 struct ChatServer {
@@ -123,14 +123,16 @@ fn a_line_from_one_client_reaches_the_others_through_the_hub() {
 
     // n + 2 threads: a reader per client, the hub and the main thread. (Polled: the main
     // thread starts a reader just after the hub hears of its client.)
-    if cfg!(target_os = "linux") {
-        let deadline = Instant::now() + Duration::from_secs(2);
-        let mut threads = procfs::thread_count(server.child.id());
-        while threads != Some(3 + 2) && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(20));
-            threads = procfs::thread_count(server.child.id());
-        }
-        assert_eq!(threads, Some(3 + 2), "3 readers, the hub, the main thread");
+    if tools::has_procfs("a_line_from_one_client_reaches_the_others_through_the_hub: threads") {
+        let threads = || procfs::thread_count(server.child.id());
+        let five = wait_for(Duration::from_secs(2), || {
+            (threads() == Some(3 + 2)).then_some(())
+        });
+        assert!(
+            five.is_some(),
+            "{:?} threads: 3 readers, the hub, the main thread",
+            threads()
+        );
     }
 
     drop(carol);

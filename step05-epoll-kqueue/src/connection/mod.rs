@@ -38,13 +38,13 @@ use std::time::Instant;
 
 use common::{Response, Site};
 
-use crate::blocking::BlockingRunner;
 use crate::buffers::InputBuffer;
 use crate::config::LoopConfig;
+use crate::offload::Offload;
 use crate::poller::Token;
 use crate::timers::Timers;
 
-use request::{Body, Delayed, Request};
+use request::{Body, Delayed};
 use socket::{Flushed, Unsent};
 
 /// Answers to pipelined requests are gathered up to this size, then written with one call.
@@ -58,7 +58,8 @@ pub(crate) struct Context<'s> {
     pub site: &'s Site,
     pub config: LoopConfig,
     pub timers: Timers,
-    pub runner: Box<dyn BlockingRunner + 's>,
+    /// Where blocking work goes (step 06); `None`: on this thread.
+    pub offload: Option<Box<dyn Offload + 's>>,
     /// The time, read once per loop iteration: every deadline set in one iteration starts here.
     pub now: Instant,
     pub shutting_down: bool,
@@ -102,13 +103,12 @@ enum State {
     Idle { deadline: Instant },
     /// Reading and dropping a request body. The deadline limits a pause, not the whole body.
     ReadingBody { body: Box<Body>, deadline: Instant },
-    /// The answer is ready but its delay (`/sleep`, `--delay-ms`) has not passed: a timer.
+    /// The answer is ready but its delay (`/sleep`, `--delay-ms`) has not passed: a timer at
+    /// `until`; `None` while an [`Offload`] sleeps it (step 06), which ends the wait.
     Waiting {
         answer: Box<Delayed>,
-        until: Instant,
+        until: Option<Instant>,
     },
-    /// The request's blocking work runs elsewhere (step06's pool); no deadline.
-    Blocked { request: Box<Request> },
     /// The last answer is being written; then the connection closes, lingering if asked.
     Closing { linger: bool },
     /// Our side is shut down; reading and dropping what the client still sends.
@@ -137,20 +137,16 @@ pub(crate) struct Connection {
 }
 
 impl Connection {
-    /// A connection just accepted: its head must arrive within the header timeout.
-    pub(crate) fn new(
-        stream: TcpStream,
-        token: Token,
-        serial: u64,
-        cx: &mut Context<'_>,
-    ) -> Connection {
-        let deadline = cx.now + cx.config.header_timeout;
-        cx.timers.wake_by(token, deadline);
+    /// A connection just accepted: its head must arrive within the header timeout. Drive it at
+    /// once (see `EventLoop::open`), which also sets its timer.
+    pub(crate) fn new(stream: TcpStream, token: Token, serial: u64, cx: &Context) -> Connection {
         Connection {
             stream,
             token,
             serial,
-            state: State::ReadingHead { deadline },
+            state: State::ReadingHead {
+                deadline: cx.now + cx.config.header_timeout,
+            },
             input: Vec::new(),
             unsent: None,
             readable: false,
@@ -163,6 +159,11 @@ impl Connection {
 
     pub(crate) fn serial(&self) -> u64 {
         self.serial
+    }
+
+    /// Its socket, for the poller.
+    pub(crate) fn stream(&self) -> &TcpStream {
+        &self.stream
     }
 
     /// The poller said the client closed its sending side: after what is queued, nothing more.
@@ -182,17 +183,15 @@ impl Connection {
         self.drive(cx, Connection::time_up)
     }
 
-    /// Its blocking work came back with `response`.
-    pub(crate) fn on_work_done(&mut self, response: Response, cx: &mut Context) -> Next {
-        self.drive(cx, |connection, cx| {
-            if !matches!(connection.state, State::Blocked { .. }) {
-                return Step::Wait;
+    /// The blocking work it gave the [`Offload`] is over: so is its wait.
+    pub(crate) fn on_work_done(&mut self, failed: bool, cx: &mut Context) -> Next {
+        if let State::Waiting { answer, until } = &mut self.state {
+            *until = Some(cx.now);
+            if failed {
+                answer.response = Response::error(500);
             }
-            match mem::replace(&mut connection.state, State::Closing { linger: false }) {
-                State::Blocked { request } => connection.respond(&request, &response, cx),
-                _ => Step::Close,
-            }
-        })
+        }
+        self.on_timer(cx)
     }
 
     /// Takes the first step with `first`, then moves on until the connection must wait.
@@ -242,7 +241,7 @@ impl Connection {
         match self.state {
             State::ReadingHead { .. } | State::Idle { .. } => self.read_head(cx),
             State::ReadingBody { .. } => self.read_body(cx),
-            State::Waiting { .. } | State::Blocked { .. } => Step::Wait,
+            State::Waiting { .. } => Step::Wait,
             State::Closing { linger } => self.close_gently(linger, cx),
             State::Lingering { .. } => self.drain(cx),
         }
@@ -275,7 +274,7 @@ impl Connection {
                     _ => Step::Close,
                 }
             }
-            State::Blocked { .. } | State::Closing { .. } => Step::Wait,
+            State::Closing { .. } => Step::Wait,
         }
     }
 
@@ -288,8 +287,9 @@ impl Connection {
             State::ReadingHead { deadline }
             | State::Idle { deadline }
             | State::ReadingBody { deadline, .. } => Some(*deadline),
-            State::Waiting { until, .. } | State::Lingering { until } => Some(*until),
-            State::Blocked { .. } | State::Closing { .. } => None,
+            State::Lingering { until } => Some(*until),
+            State::Waiting { until, .. } => *until,
+            State::Closing { .. } => None,
         }
     }
 }
@@ -300,7 +300,7 @@ mod tests {
 
     /// An idle connection costs its slot in the slab and one timer entry, nothing else: no
     /// buffer, no peer address, no request. This keeps the slot small (see
-    /// `scripts/idle_conns.py` for the whole cost, measured).
+    /// `scripts/memory.py idle` for the whole cost, measured).
     #[test]
     fn an_idle_connection_is_small() {
         let size = size_of::<Option<Connection>>();

@@ -2,6 +2,7 @@
 //! after a timer, or after blocking work.
 
 use std::mem;
+use std::thread;
 use std::time::{Duration, Instant};
 
 use common::chunked::ChunkedDecoder;
@@ -10,7 +11,7 @@ use common::parse::{BodyFraming, parse_head};
 use common::{Reply, Response};
 
 use super::{Connection, Context, State, Step};
-use crate::blocking::{Ticket, Work};
+use crate::offload::Ticket;
 
 /// What the connection keeps of a request until it is answered.
 pub(super) struct Request {
@@ -140,35 +141,28 @@ impl Connection {
         if delay.is_zero() {
             return self.respond(&request, &response, cx);
         }
-        if !blocking {
+        let until = if !blocking {
             // This is the whole step in one line: the delay is a deadline, and the loop serves
             // everyone else until it comes. The blocking steps slept here.
-            let until = cx.now + delay;
-            let answer = Box::new(Delayed { request, response });
-            self.state = State::Waiting { answer, until };
-            return Step::Continue;
-        }
-        let ticket = Ticket {
-            token: self.token,
-            serial: self.serial,
+            Some(cx.now + delay)
+        } else if let Some(offload) = &mut cx.offload {
+            // Step 06: a thread pool sleeps instead of us, and the loop hears when it is done.
+            let ticket = Ticket {
+                token: self.token,
+                serial: self.serial,
+            };
+            offload.start(ticket, Box::new(move || thread::sleep(delay)));
+            None
+        } else {
+            // `--blocking-sleep`: a blocking call on the loop's one thread. Every other client
+            // waits for it, and so does our clock.
+            thread::sleep(delay);
+            cx.now = Instant::now();
+            return self.respond(&request, &response, cx);
         };
-        let work: Work = Box::new(move || {
-            std::thread::sleep(delay);
-            response
-        });
-        match cx.runner.run(ticket, work) {
-            Some(response) => {
-                // It ran on this thread: the loop stood still meanwhile, and so did our clock.
-                cx.now = Instant::now();
-                self.respond(&request, &response, cx)
-            }
-            None => {
-                self.state = State::Blocked {
-                    request: Box::new(request),
-                };
-                Step::Continue
-            }
-        }
+        let answer = Box::new(Delayed { request, response });
+        self.state = State::Waiting { answer, until };
+        Step::Continue
     }
 
     /// Renders the answer; keep-alive or close decides the next state.

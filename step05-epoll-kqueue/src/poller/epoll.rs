@@ -57,11 +57,6 @@ impl Backend for Epoll {
         Ok(self.instance.add(fd, event)?)
     }
 
-    fn modify(&self, fd: BorrowedFd<'_>, token: Token, interest: Interest) -> io::Result<()> {
-        let mut event = EpollEvent::new(flags(interest), token.0 as u64);
-        Ok(self.instance.modify(fd, &mut event)?)
-    }
-
     fn deregister(&self, fd: BorrowedFd<'_>) -> io::Result<()> {
         Ok(self.instance.delete(fd)?)
     }

@@ -95,11 +95,6 @@ impl Backend for Kqueue {
         self.apply(&add_both(fd, token, interest))
     }
 
-    fn modify(&self, fd: BorrowedFd<'_>, token: Token, interest: Interest) -> io::Result<()> {
-        // EV_ADD on a filter that exists updates it.
-        self.apply(&add_both(fd, token, interest))
-    }
-
     fn deregister(&self, fd: BorrowedFd<'_>) -> io::Result<()> {
         let delete = |filter| change(fd, filter, EvFlags::EV_DELETE, Token(0));
         self.apply(&[

@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use common::listen::{ListenOptions, announce, bind_listener};
 use common::{CommonArgs, Signals, Site};
-use step05_epoll_kqueue::{EventLoop, InlineRunner, LoopConfig, LoopStats};
+use step05_epoll_kqueue::{EventLoop, LoopConfig, LoopStats};
 
 /// Why the demo's upstreams could not be started, or one could not serve.
 #[derive(Debug)]
@@ -157,14 +157,8 @@ pub fn serve_upstream(common: &CommonArgs) -> Result<(), DemoError> {
         .map_err(failed("watch stdin"))?;
     let site = Site::new("step07-demo-upstream", common.delay());
     let config = LoopConfig::new(common);
-    let event_loop = EventLoop::new(
-        &site,
-        config,
-        signals,
-        Arc::new(LoopStats::default()),
-        Box::new(InlineRunner),
-    )
-    .map_err(failed("start the event loop"))?;
+    let event_loop = EventLoop::new(&site, config, signals, Arc::new(LoopStats::default()))
+        .map_err(failed("start the event loop"))?;
     event_loop
         .run(listener)
         .map_err(failed("run the event loop"))

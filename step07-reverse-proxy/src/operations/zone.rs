@@ -63,6 +63,7 @@ unsafe impl Send for Zone {}
 unsafe impl Sync for Zone {}
 
 impl Zone {
+    // EXERCISE: shared-zone - an anonymous shared mapping, made before the fork, for every worker
     /// Maps a zone for `upstreams` upstreams and [`MAX_WORKERS`] worker slots. The pages of
     /// slots that no worker uses are never touched, so they cost address space, not memory.
     ///
@@ -97,6 +98,7 @@ impl Zone {
             upstreams,
         })
     }
+    // EXERCISE END
 
     fn word(&self, index: usize) -> Option<&AtomicU64> {
         // SAFETY: `index < words` keeps us inside the mapping, which is page-aligned (so

@@ -6,8 +6,9 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+pub use testkit::wait_for;
 use testkit::{Client, Response, Server};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_step07-reverse-proxy");
@@ -109,21 +110,7 @@ impl Proxy {
 
     /// The pids of the master's `count` workers, once they are all there.
     pub fn wait_for_workers(&self, count: usize) -> Vec<u32> {
-        wait_for(Duration::from_secs(10), || {
-            let workers = self.workers();
-            (workers.len() == count).then_some(workers)
-        })
-        .unwrap_or_else(|| panic!("not {count} workers: {:?}", self.workers()))
-    }
-
-    /// The pids of the workers serving now (the master's children).
-    pub fn workers(&self) -> Vec<u32> {
-        testkit::procfs::children_of(self.server.pid())
-            .unwrap_or_default()
-            .into_iter()
-            .filter(|child| child.state != 'Z')
-            .map(|child| child.pid)
-            .collect()
+        self.server.wait_for_workers(count)
     }
 }
 
@@ -144,20 +131,6 @@ pub fn served_by(response: &Response) -> String {
         .header("x-served-by")
         .unwrap_or_else(|| panic!("no X-Served-By: {response:?}"))
         .to_string()
-}
-
-/// Calls `check` every 20 ms until it returns something, for at most `limit`.
-pub fn wait_for<T>(limit: Duration, mut check: impl FnMut() -> Option<T>) -> Option<T> {
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(found) = check() {
-            return Some(found);
-        }
-        if Instant::now() >= deadline {
-            return None;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 /// A configuration with one route to one group.
