@@ -322,7 +322,7 @@ fn stats_lists_every_workers_lane_and_a_restart() {
         return;
     }
     let server = Server::start(BIN, &["--quiet", "--workers", "2"]);
-    let workers = wait_for_workers(&server, 2);
+    let workers = server.wait_for_workers(2);
     let lanes = |server: &Server| -> Vec<serde_json::Value> {
         server.get("/stats?close").json()["lanes"]
             .as_array()
