@@ -18,7 +18,9 @@ Three ways to look, one per mode:
                 keep-alive pool each, then that step06 alone, --runs times interleaved, each
                 figure the median (--perf also profiles step07's worker with `perf record`,
                 first run; --new-connections gives the proxies a new client connection per
-                request, their upstream connections still pooled; --write-docs puts the
+                request, their upstream connections still pooled; --syscalls also counts
+                each proxy's system calls per request, by name; --before PATH measures an
+                older build of step07 in the same runs; --write-docs puts the
                 table into docs/performance.md and chapter 07, its figures into
                 docs/performance.json). With --close, step05 and step06 against nginx (1 worker, auto)
                 serving the hello page themselves, a new connection per request, and the
@@ -261,6 +263,9 @@ def cpu_of(label, server, duration, exclude=(), perf=False, keep_alive=True, sys
         row["syscalls_total"] = round(sum(row["syscalls"].values()), 1)
         line += f"   {row['syscalls_total']:.1f} system calls"
     print(line)
+    if counter:
+        print("    " + ", ".join(f"{call} {n:.2f}" for call, n in
+                               sorted(row["syscalls"].items(), key=lambda item: -item[1])))
     if recorder:
         recorder.wait()
         for sort, lines in (("dso", 12), ("sym", 25)):
@@ -319,6 +324,9 @@ def proxy_cpu(args):
     build_release(["step06-master-worker", "step07-reverse-proxy"])
     load = "Connection: close" if args.new_connections else "keep-alive"
     keep_alive = not args.new_connections
+    syscalls = args.syscalls and perf_counts_syscalls()
+    if args.syscalls and not syscalls:
+        print("per_request: no system call counts: perf cannot count them here (apt-get install linux-perf)")
     print(f"wrk -t2 -c100 {load}, {args.duration} s each, {args.runs} runs; {machine()}")
     results = {}
     with StepServer("step06-master-worker") as upstream:
@@ -334,15 +342,18 @@ def proxy_cpu(args):
             ("nginx `proxy_pass` → step06", lambda: PeerServer(
                 "nginx proxy_pass", nginx_proxy_peer(address, args.workers, PROXY_KEEPALIVE))),
         ]
+        if args.before:
+            proxies.insert(0, ("step07 → step06 (own client, before)", lambda: StepServer(
+                "step07-reverse-proxy", options, path=args.before)))
         for run in range(args.runs):
             for i, (label, start) in enumerate(proxies):
                 with start() as server:
-                    perf = args.perf and run == 0 and i == 0
+                    perf = args.perf and run == 0 and label == "step07 → step06 (own client)"
                     results.setdefault(label, []).append(
-                        cpu_of(label, server, args.duration, upstream_pids, perf, keep_alive))
+                        cpu_of(label, server, args.duration, upstream_pids, perf, keep_alive, syscalls))
             results.setdefault("step06 alone", []).append(cpu_of("step06 alone", upstream, args.duration))
-    rows = [{"label": label, **{key: statistics.median(r[key] for r in runs)
-                                for key in ("requests_per_s", "user_us", "kernel_us")}}
+    keys = ("requests_per_s", "user_us", "kernel_us") + (("syscalls_total",) if syscalls else ())
+    rows = [{"label": label, **{key: statistics.median(r.get(key, 0) for r in runs) for key in keys}}
             for label, runs in results.items()]
     meta = {"date": datetime.date.today().isoformat(), "machine": machine(),
             "command": "python3 scripts/per_request.py " + " ".join(sys.argv[1:]),
@@ -424,7 +435,10 @@ def main(argv=None):
     mode.add_argument("--close", action="store_true",
                       help="step05 and step06 against nginx, serving themselves, a connection per request")
     mode.add_argument("--before", metavar="PATH",
-                      help="with --close: an older build of step05 measured first, as `step05, before`")
+                      help="an older build measured first: of step05 with --close (`step05, before`), "
+                      "else of step07 (`own client, before`)")
+    mode.add_argument("--syscalls", action="store_true",
+                      help="the proxies: also count each one's system calls per request (perf's tracepoints)")
     mode.add_argument("--write-docs", action="store_true",
                       help=f"put the table into {os.path.relpath(CHAPTER, ROOT)} (with --close) "
                       "or docs/performance.md and chapter 07 (the proxies)")

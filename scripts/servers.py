@@ -122,8 +122,10 @@ def stop_group(process, timeout):
 class StepServer:
     """A step's release binary running on a free loopback port, stopped by pid on exit."""
 
-    def __init__(self, crate, options=(), cpus=None, open_files=None, path=None):
-        """Starts `crate`'s release binary, or the binary at `path` (a test build, say).
+    def __init__(self, crate, options=(), cpus=None, open_files=None, path=None, log_lines=20):
+        """Starts `crate`'s release binary, or the binary at `path` (a test build, say), keeping
+        the last `log_lines` lines it writes to stderr in `stderr_tail`, and to stdout after its
+        `listening on` line (events and the access log) in `stdout_tail`.
 
         Raises RuntimeError, with the server's own last line on stderr, when it does not start.
         """
@@ -139,7 +141,7 @@ class StepServer:
         )
         # Keep reading stderr, so that the server never blocks on a full pipe, and keep its
         # last lines: a server that cannot start says why there (`error: cannot listen ...`).
-        self.stderr_tail = collections.deque(maxlen=20)
+        self.stderr_tail = collections.deque(maxlen=log_lines)
         self._stderr = threading.Thread(target=self._keep_stderr, daemon=True)
         self._stderr.start()
         line = self.process.stdout.readline().strip()
@@ -156,12 +158,14 @@ class StepServer:
         self.host, port = self.url.removeprefix("http://").rsplit(":", 1)
         self.port = int(port)
         # Keep reading stdout too.
-        self._drain = threading.Thread(target=self._discard_output, daemon=True)
+        self.stdout_tail = collections.deque(maxlen=log_lines)
+        self._drain = threading.Thread(target=self._keep_stdout, daemon=True)
         self._drain.start()
 
-    def _discard_output(self):
-        for _ in self.process.stdout:
-            pass
+    def _keep_stdout(self):
+        for line in self.process.stdout:
+            if line.strip():
+                self.stdout_tail.append(line.strip())
 
     def _keep_stderr(self):
         for line in self.process.stderr:

@@ -5,23 +5,23 @@
 //! reading, until the client or a timeout ends the connection. Each step differs only in *who*
 //! runs [`serve_connection`]: a forked child, a new thread, a worker taking connections from a
 //! queue or a pool.
+//!
+//! What the bytes mean (where a head and a body end, what to answer, whether the connection
+//! stays open) is [`crate::exchange`]'s part; this loop only waits, the blocking way: one
+//! `poll` with a deadline, then one `read`.
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpStream};
 use std::os::fd::AsFd;
 use std::time::{Duration, Instant};
 
-use crate::chunked::ChunkedDecoder;
-use crate::log;
-use crate::parse::{BodyFraming, parse_head};
-use crate::response::{CONTINUE, Response};
+use crate::exchange::{Exchange, Refusal};
+use crate::keep_alive::{After, LINGER};
+use crate::parse::parse_head;
+use crate::response::Response;
 use crate::signals::Signals;
-use crate::site::Site;
+use crate::site::{Reply, Site};
 use crate::wait::wait_readable;
-
-/// How long a server keeps reading, and dropping, what a client still sends after it answered
-/// and decided to close (see [`Connection::linger_and_close`]): every step's lingering close.
-pub const LINGER: Duration = Duration::from_secs(2);
 
 /// How much one `read` takes from the socket.
 const READ_CHUNK: usize = 8 * 1024;
@@ -54,7 +54,7 @@ pub fn serve_connection(stream: TcpStream, site: &Site, config: &ConnConfig, sig
     while connection.serve_request(site, head_deadline) == Next::KeepAlive {
         if connection.buf.is_empty() {
             let idle_deadline = Instant::now() + config.idle_timeout;
-            if connection.read_more(idle_deadline, Watch::Shutdown) != Outcome::Data {
+            if connection.wait_and_read(idle_deadline, Watch::Shutdown) != Outcome::Data {
                 // Idle too long, client gone, or shutting down: close without an answer.
                 return;
             }
@@ -85,20 +85,12 @@ enum Watch {
     DataOnly,
 }
 
-/// Why a request body could not be read to its end.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum BodyError {
-    Malformed,
-    TimedOut,
+/// Why a request ended without being answered the usual way.
+enum Ended {
+    /// An error answer, then the connection closes.
+    Refused(Refusal),
+    /// The client closed (or a shutdown came while waiting for a head): nothing to answer.
     Closed,
-}
-
-/// What the loop keeps of a request head once its bytes are dropped from the buffer.
-struct Request {
-    keep_alive: bool,
-    body: BodyFraming,
-    expect_continue: bool,
-    line: String,
 }
 
 struct Connection<'c> {
@@ -137,46 +129,11 @@ impl<'c> Connection<'c> {
 
     /// Reads one request (head and body), waits its delay and answers it.
     fn serve_request(&mut self, site: &Site, head_deadline: Instant) -> Next {
-        let (reply, request) = loop {
-            match parse_head(&self.buf) {
-                Ok(Some(head)) => {
-                    let reply = site.reply(&head);
-                    let line = if self.config.log {
-                        head.request_line()
-                    } else {
-                        String::new()
-                    };
-                    let request = Request {
-                        keep_alive: head.keep_alive,
-                        body: head.body,
-                        expect_continue: head.expect_continue,
-                        line,
-                    };
-                    self.buf.drain(..head.len);
-                    break (reply, request);
-                }
-                Ok(None) => match self.read_more(head_deadline, Watch::DataOnly) {
-                    Outcome::Data => {}
-                    Outcome::TimedOut => {
-                        return self.fail(site, Response::error(408), "request head timed out");
-                    }
-                    Outcome::Closed | Outcome::Shutdown => return Next::Close,
-                },
-                Err(error) => return self.fail(site, site.parse_error(error), &error.to_string()),
-            }
+        let (exchange, reply) = match self.read_request(site, head_deadline) {
+            Ok(request) => request,
+            Err(Ended::Refused(refusal)) => return self.refuse(site, refusal),
+            Err(Ended::Closed) => return Next::Close,
         };
-        let started = Instant::now();
-
-        match self.discard_body(request.body, request.expect_continue) {
-            Ok(()) => {}
-            Err(BodyError::TimedOut) => {
-                return self.fail(site, Response::error(408), "request body timed out");
-            }
-            Err(BodyError::Malformed) => {
-                return self.fail(site, Response::error(400), "bad chunked body");
-            }
-            Err(BodyError::Closed) => return Next::Close,
-        }
 
         // The blocking steps' whole cost model is this line: the thread (or process) is
         // taken for the full delay, whatever else is waiting.
@@ -184,99 +141,87 @@ impl<'c> Connection<'c> {
             std::thread::sleep(reply.delay);
         }
 
-        // A request in flight when a shutdown arrives is answered, then the connection closes.
-        let keep_alive = request.keep_alive && !self.signals.shutdown_requested();
         self.out.clear();
-        site.render(&reply.response, keep_alive, &mut self.out);
+        let after = exchange.answer(
+            site,
+            &reply.response,
+            // A request in flight when a shutdown arrives is answered, then the connection
+            // closes.
+            self.signals.shutdown_requested(),
+            !self.buf.is_empty(),
+            &mut self.out,
+            &self.peer,
+        );
         if self.stream.write_all(&self.out).is_err() {
             return Next::Close;
         }
-        if self.config.log {
-            let status = reply.response.status;
-            log::access(
-                &self.peer,
-                &request.line,
-                status,
-                self.out.len(),
-                started.elapsed(),
-            );
-        }
-        if keep_alive && !reply.response.close {
-            Next::KeepAlive
-        } else {
-            self.linger_and_close();
-            Next::Close
-        }
+        self.end_with(after)
     }
 
-    /// Reads and drops the request body, so that the next request starts at the right byte.
-    fn discard_body(&mut self, body: BodyFraming, expect_continue: bool) -> Result<(), BodyError> {
-        if body == BodyFraming::None {
-            return Ok(());
-        }
-        if expect_continue && self.buf.is_empty() {
-            // The client waits for our go-ahead before sending the body (RFC 9110 §10.1.1).
-            self.stream
-                .write_all(CONTINUE)
-                .map_err(|_| BodyError::Closed)?;
-        }
-        match body {
-            BodyFraming::None => Ok(()),
-            BodyFraming::Length(mut left) => loop {
-                let used = usize::try_from(left)
-                    .unwrap_or(usize::MAX)
-                    .min(self.buf.len());
-                self.buf.drain(..used);
-                left -= used as u64;
-                if left == 0 {
-                    return Ok(());
+    /// Reads a request head, then its body (dropped, so that the next request starts at the
+    /// right byte).
+    fn read_request(
+        &mut self,
+        site: &Site,
+        head_deadline: Instant,
+    ) -> Result<(Exchange, Reply), Ended> {
+        let (mut exchange, reply) = loop {
+            match parse_head(&self.buf) {
+                Ok(Some(head)) => {
+                    let reply = site.reply(&head);
+                    let exchange = Exchange::new(&head, self.config.log, Instant::now());
+                    self.buf.drain(..head.len);
+                    break (exchange, reply);
                 }
-                self.read_body_bytes()?;
-            },
-            BodyFraming::Chunked => {
-                let mut decoder = ChunkedDecoder::new();
-                loop {
-                    let used = decoder
-                        .feed(&self.buf, |_| {})
-                        .map_err(|_| BodyError::Malformed)?;
-                    self.buf.drain(..used);
-                    if decoder.is_done() {
-                        return Ok(());
-                    }
-                    self.read_body_bytes()?;
-                }
+                Ok(None) => self.read_more(head_deadline, Refusal::HeadTimedOut)?,
+                Err(error) => return Err(Ended::Refused(Refusal::Head(error))),
             }
+        };
+        if let Some(interim) = exchange.go_ahead(&self.buf) {
+            // The client waits for it before it sends the body.
+            self.stream.write_all(interim).map_err(|_| Ended::Closed)?;
+        }
+        loop {
+            let used = exchange.read_body(&self.buf).map_err(Ended::Refused)?;
+            self.buf.drain(..used);
+            if exchange.body_done() {
+                return Ok((exchange, reply));
+            }
+            // A pause longer than the header timeout ends the request.
+            let deadline = Instant::now() + self.config.header_timeout;
+            self.read_more(deadline, Refusal::BodyTimedOut)?;
         }
     }
 
-    /// Waits for more of a body: a pause longer than the header timeout ends the request.
-    fn read_body_bytes(&mut self) -> Result<(), BodyError> {
-        let deadline = Instant::now() + self.config.header_timeout;
-        match self.read_more(deadline, Watch::DataOnly) {
+    /// Waits for more of a request: `timed_out` when `deadline` passes first.
+    fn read_more(&mut self, deadline: Instant, timed_out: Refusal) -> Result<(), Ended> {
+        match self.wait_and_read(deadline, Watch::DataOnly) {
             Outcome::Data => Ok(()),
-            Outcome::TimedOut => Err(BodyError::TimedOut),
-            Outcome::Closed | Outcome::Shutdown => Err(BodyError::Closed),
+            Outcome::TimedOut => Err(Ended::Refused(timed_out)),
+            Outcome::Closed | Outcome::Shutdown => Err(Ended::Closed),
         }
+    }
+
+    /// Carries out what the exchange decided.
+    fn end_with(&mut self, after: After) -> Next {
+        match after {
+            After::KeepAlive => return Next::KeepAlive,
+            // A client that says `Connection: close` and then sends more is still sending.
+            After::Close
+                if self.wait_and_read(Instant::now(), Watch::DataOnly) != Outcome::Data => {}
+            After::Close | After::Linger => self.linger_and_close(),
+        }
+        Next::Close
     }
 
     /// Answers an error and closes: the head could not be parsed, or the client was too slow.
-    fn fail(&mut self, site: &Site, response: Response, why: &str) -> Next {
+    fn refuse(&mut self, site: &Site, refusal: Refusal) -> Next {
         self.out.clear();
-        site.render(&response, false, &mut self.out);
-        if self.stream.write_all(&self.out).is_ok() {
-            if self.config.log {
-                let line = format!("<{why}>");
-                log::access(
-                    &self.peer,
-                    &line,
-                    response.status,
-                    self.out.len(),
-                    Duration::ZERO,
-                );
-            }
-            self.linger_and_close();
+        let after = refusal.answer(site, self.config.log, &mut self.out, &self.peer);
+        if self.stream.write_all(&self.out).is_err() {
+            return Next::Close;
         }
-        Next::Close
+        self.end_with(after)
     }
 
     /// Closes gently, like nginx's lingering close (RFC 9112 §9.6): stop sending, then read and
@@ -289,7 +234,7 @@ impl<'c> Connection<'c> {
         let deadline = Instant::now() + LINGER;
         loop {
             self.buf.clear();
-            if self.read_more(deadline, Watch::DataOnly) != Outcome::Data {
+            if self.wait_and_read(deadline, Watch::DataOnly) != Outcome::Data {
                 return;
             }
         }
@@ -297,7 +242,7 @@ impl<'c> Connection<'c> {
 
     /// Waits until the socket has data (or `deadline`, or a shutdown when watched) and
     /// appends what one `read` returns to `buf`.
-    fn read_more(&mut self, deadline: Instant, watch: Watch) -> Outcome {
+    fn wait_and_read(&mut self, deadline: Instant, watch: Watch) -> Outcome {
         let shutdown = self.signals.shutdown_fd();
         let both = [self.stream.as_fd(), shutdown];
         let fds = if watch == Watch::Shutdown {

@@ -12,7 +12,7 @@
 //!   blocking steps' accept loop (which never spins when descriptors run out).
 //! - [`limits`]: raising the limit on open descriptors, which is the limit on connections.
 //! - [`parse`]: incremental request-head parsing with `httparse`, body framing rules, and the
-//!   keep-alive decision ([`parse::keeps_alive`]).
+//!   client's keep-alive wish ([`parse::keeps_alive`]).
 //! - [`chunked`]: an incremental decoder for chunked bodies, and the chunk writers.
 //! - [`body`]: [`body::BodyDecoder`], a body decoded by its framing (length, chunks, until
 //!   close), without I/O.
@@ -21,9 +21,14 @@
 //!   never a sleep, so that an event loop can serve the same site with timers.
 //! - [`response`]: status line, headers and body on the wire ([`response::HeadWriter`]), and
 //!   the `100 Continue` line.
+//! - [`exchange`]: one request from its head to its answer ([`exchange::Exchange`]), and why
+//!   one is refused ([`exchange::Refusal`]): what the blocking loop and the event loop drive.
+//! - [`keep_alive`]: what a connection does after an answer ([`keep_alive::After`]): keep
+//!   alive, close, or close lingering.
 //! - [`date`]: the `Date` header, formatted at most once a second.
-//! - [`connection`]: the blocking loop of steps 01–04 ([`serve_connection`]): keep-alive,
-//!   pipelining, timeouts, errors; and [`refuse`], a 503 for a connection nobody can serve.
+//! - [`connection`]: the blocking loop of steps 01–04 ([`serve_connection`]): [`exchange`]
+//!   driven with blocking reads, the timeouts and the lingering close; and [`refuse`], a 503
+//!   for a connection nobody can serve.
 //! - [`signals`]: `SIGINT`/`SIGTERM` and friends as pipes that loops can `poll`.
 //! - [`wait`]: waiting on a few descriptors with a deadline.
 //! - [`process`]: ending a forked child.
@@ -34,6 +39,8 @@ pub mod body;
 pub mod chunked;
 pub mod connection;
 pub mod date;
+pub mod exchange;
+pub mod keep_alive;
 pub mod limits;
 pub mod listen;
 pub mod log;

@@ -5,24 +5,25 @@
 
 use std::fmt::{self, Arguments};
 use std::io::Write;
+use std::net::TcpStream;
 use std::time::Duration;
 
-/// `pid peer "request line" status bytes time`, like a short nginx access log line.
-pub fn access(peer: &str, request_line: &str, status: u16, bytes: usize, elapsed: Duration) {
-    Access {
-        peer: &peer,
-        request_line,
-        status: Some(status),
-        bytes: bytes as u64,
-        elapsed,
-        upstream: None,
+/// A client's address as the access log writes it (`-` when the kernel no longer knows it),
+/// asked of the kernel only when a line is written.
+pub struct PeerOf<'s>(pub &'s TcpStream);
+
+impl fmt::Display for PeerOf<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0.peer_addr() {
+            Ok(address) => address.fmt(f),
+            Err(_) => f.write_str("-"),
+        }
     }
-    .write();
 }
 
-/// One access log line's fields. The steps that serve the site themselves use [`access`]; a
-/// proxy adds the upstream that answered and how long it took, as nginx's `$upstream_addr` and
-/// `$upstream_header_time` do.
+/// One access log line, `pid peer "request line" status bytes time`, like a short nginx
+/// access log line: every step writes its lines with this. A proxy adds the upstream that
+/// answered and how long it took, as nginx's `$upstream_addr` and `$upstream_header_time` do.
 #[derive(Clone, Copy)]
 pub struct Access<'a> {
     pub peer: &'a dyn fmt::Display,

@@ -90,9 +90,17 @@ impl Response {
 /// The interim answer to `Expect: 100-continue` (RFC 9110 §10.1.1): "send your body".
 pub const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
 
-/// Writes a response head field by field: the one place where status lines and header lines
-/// are put on the wire, for the site's own responses ([`Response::render`]) and for the
-/// answers a proxy passes on with the upstream's fields (step 07).
+/// What to send before reading a request's body: [`CONTINUE`] when the client waits for it
+/// (`RequestHead::expect_continue`, only ever set for an HTTP/1.1 request with a body) and
+/// nothing of the body has `arrived`; `None` otherwise. A client that sent its body anyway needs
+/// no go-ahead, and RFC 9110 §10.1.1 lets the server leave it out then.
+pub fn go_ahead(expect_continue: bool, arrived: &[u8]) -> Option<&'static [u8]> {
+    (expect_continue && arrived.is_empty()).then_some(CONTINUE)
+}
+
+/// Writes a head field by field: the one place where start lines and header lines are put on
+/// the wire, for the site's own responses ([`Response::render`]), and for a proxy's requests to
+/// its upstreams and the answers it passes on with the upstream's fields (step 07).
 ///
 /// Each field line's CRLF is written before it, not after, so that [`HeadWriter::end`] closes
 /// the head with a single blank line. Names and values go out as given: checking them is the
@@ -112,11 +120,31 @@ impl<'o> HeadWriter<'o> {
         HeadWriter { out }
     }
 
+    /// Starts a request head with the request line `method target HTTP/1.1`.
+    pub fn request(out: &'o mut Vec<u8>, method: &[u8], target: &[u8]) -> HeadWriter<'o> {
+        out.extend_from_slice(method);
+        out.push(b' ');
+        out.extend_from_slice(target);
+        out.extend_from_slice(b" HTTP/1.1");
+        HeadWriter { out }
+    }
+
+    /// Goes on with a head that `out` holds unfinished: its start line and fields written, not
+    /// ended (a proxy writes a request's head once, and ends it per attempt).
+    pub fn resume(out: &'o mut Vec<u8>) -> HeadWriter<'o> {
+        HeadWriter { out }
+    }
+
     pub fn field(&mut self, name: &[u8], value: &[u8]) -> &mut Self {
+        self.field_with(name, |out| out.extend_from_slice(value))
+    }
+
+    /// A field whose value `value` writes in place (a list that a proxy extends).
+    pub fn field_with(&mut self, name: &[u8], value: impl FnOnce(&mut Vec<u8>)) -> &mut Self {
         self.out.extend_from_slice(b"\r\n");
         self.out.extend_from_slice(name);
         self.out.extend_from_slice(b": ");
-        self.out.extend_from_slice(value);
+        value(self.out);
         self
     }
 
@@ -242,7 +270,21 @@ mod tests {
             b"HTTP/1.1 502 Bad Gateway\r\nx-Case: kept\r\nContent-Length: 0\r\n\
               Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
         );
+        let mut out = Vec::new();
+        HeadWriter::request(&mut out, b"GET", b"/a?b")
+            .field_with(b"Via", |out| out.extend_from_slice(b"1.1 x"))
+            .content_length(7);
+        let mut resumed = HeadWriter::resume(&mut out);
+        resumed.field(b"Host", b"h");
+        resumed.end();
+        assert_eq!(
+            out,
+            b"GET /a?b HTTP/1.1\r\nVia: 1.1 x\r\nContent-Length: 7\r\nHost: h\r\n\r\n"
+        );
         assert_eq!(CONTINUE, b"HTTP/1.1 100 Continue\r\n\r\n");
+        assert_eq!(go_ahead(true, b""), Some(CONTINUE));
+        assert_eq!(go_ahead(true, b"5\r\nhe"), None);
+        assert_eq!(go_ahead(false, b""), None);
     }
 
     #[test]

@@ -7,7 +7,7 @@ use std::thread;
 use std::time::Duration;
 
 use nix::sys::signal::Signal;
-use testkit::load::concurrent_gets;
+use testkit::load::{concurrent_gets, sleepers};
 use testkit::{Client, Server, procfs, tools, wait_for};
 
 const BIN: &str = env!("CARGO_BIN_EXE_step01-fork");
@@ -17,13 +17,8 @@ const BIN: &str = env!("CARGO_BIN_EXE_step01-fork");
 #[test]
 fn twenty_slow_requests_take_about_one_when_forking() {
     let server = Server::start(BIN, &["--quiet"]);
-    let burst = concurrent_gets(server.addr(), "/sleep?ms=1000", 20);
-    assert_eq!(burst.count_status(200), 20, "{:?}", burst.failures());
-    assert!(
-        burst.wall < Duration::from_millis(2500),
-        "took {:?}",
-        burst.wall
-    );
+    let wall = sleepers(server.addr(), 1000, 20);
+    assert!(wall < Duration::from_millis(2500), "took {wall:?}");
 }
 
 /// The server the course started from answers one connection at a time: five requests of
@@ -31,13 +26,8 @@ fn twenty_slow_requests_take_about_one_when_forking() {
 #[test]
 fn the_iterative_server_answers_one_at_a_time() {
     let server = Server::start(BIN, &["--quiet", "--iterative"]);
-    let burst = concurrent_gets(server.addr(), "/sleep?ms=300", 5);
-    assert_eq!(burst.count_status(200), 5, "{:?}", burst.failures());
-    assert!(
-        burst.wall > Duration::from_millis(1400),
-        "took only {:?}",
-        burst.wall
-    );
+    let wall = sleepers(server.addr(), 300, 5);
+    assert!(wall > Duration::from_millis(1400), "took only {wall:?}");
 }
 
 /// Every connection is served by a child of its own: ten connections, ten pids, one parent.
@@ -95,13 +85,8 @@ fn max_children_caps_the_forks() {
         }
         most
     });
-    let burst = concurrent_gets(server.addr(), "/sleep?ms=300", 6);
-    assert_eq!(burst.count_status(200), 6, "{:?}", burst.failures());
-    assert!(
-        burst.wall > Duration::from_millis(850),
-        "took only {:?}",
-        burst.wall
-    );
+    let wall = sleepers(server.addr(), 300, 6);
+    assert!(wall > Duration::from_millis(850), "took only {wall:?}");
     let most = watcher.join().unwrap_or(usize::MAX);
     assert!(most <= 2, "{most} children at once");
 }

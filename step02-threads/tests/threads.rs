@@ -3,11 +3,10 @@
 //! lets the request in flight finish.
 
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use nix::sys::signal::Signal;
-use testkit::load::concurrent_gets;
-use testkit::{Client, Server, procfs, tools, wait_for};
+use testkit::load::{concurrent_gets, sleepers};
+use testkit::{Server, procfs, tools, wait_for};
 
 const BIN: &str = env!("CARGO_BIN_EXE_step02-threads");
 
@@ -16,13 +15,8 @@ const BIN: &str = env!("CARGO_BIN_EXE_step02-threads");
 #[test]
 fn twenty_slow_requests_take_about_one() {
     let server = Server::start(BIN, &["--quiet"]);
-    let burst = concurrent_gets(server.addr(), "/sleep?ms=1000", 20);
-    assert_eq!(burst.count_status(200), 20, "{:?}", burst.failures());
-    assert!(
-        burst.wall < Duration::from_millis(2500),
-        "took {:?}",
-        burst.wall
-    );
+    let wall = sleepers(server.addr(), 1000, 20);
+    assert!(wall < Duration::from_millis(2500), "took {wall:?}");
 }
 
 /// While five slow requests are in flight, `/stats` sees their threads (and its own).
@@ -63,13 +57,8 @@ fn stats_counts_live_threads_and_connections() {
 #[test]
 fn max_threads_caps_the_threads() {
     let server = Server::start(BIN, &["--quiet", "--max-threads", "2"]);
-    let burst = concurrent_gets(server.addr(), "/sleep?ms=300", 6);
-    assert_eq!(burst.count_status(200), 6, "{:?}", burst.failures());
-    assert!(
-        burst.wall > Duration::from_millis(850),
-        "took only {:?}",
-        burst.wall
-    );
+    let wall = sleepers(server.addr(), 300, 6);
+    assert!(wall > Duration::from_millis(850), "took only {wall:?}");
 }
 
 /// Connection threads end with their connections: after 100 connections the process is back
@@ -96,46 +85,11 @@ fn no_thread_outlives_its_connection() {
 /// SIGTERM while a request is in flight: it is answered in full, then the server exits 0.
 #[test]
 fn sigterm_lets_the_request_in_flight_finish() {
-    let mut server = Server::start(BIN, &["--quiet"]);
-    let addr = server.addr();
-    // Connected here, before the signal: a client thread that a busy machine starts late would
-    // find the listener already closed.
-    let mut client = Client::connect(addr);
-    let in_flight = thread::spawn(move || client.get("/sleep?ms=1000"));
-    thread::sleep(Duration::from_millis(300));
-    let started = Instant::now();
-    server.signal(Signal::SIGTERM);
-    let response = in_flight.join().expect("client thread");
-    assert_eq!(
-        (response.status, response.text().as_str()),
-        (200, "slept 1000 ms\n")
-    );
-    assert_eq!(response.header("connection"), Some("close"));
-    let status = server.wait_exit(Duration::from_secs(5));
-    assert_eq!(status.and_then(|s| s.code()), Some(0));
-    assert!(started.elapsed() < Duration::from_secs(3));
+    testkit::shutdown::sigterm_lets_the_request_in_flight_finish(BIN);
 }
 
 /// A shutdown that outlasts the grace period still ends, with exit status 0.
 #[test]
 fn the_grace_period_bounds_the_shutdown() {
-    let mut server = Server::start(BIN, &["--quiet", "--grace-ms", "300"]);
-    let addr = server.addr();
-    let _stuck = thread::spawn(move || Client::connect(addr).try_read_response(false).ok());
-    let in_flight = thread::spawn(move || {
-        let mut client = Client::connect(addr);
-        client.send(b"GET /sleep?ms=5000 HTTP/1.1\r\nHost: t\r\n\r\n");
-        client.try_read_response(false).ok()
-    });
-    thread::sleep(Duration::from_millis(200));
-    let started = Instant::now();
-    server.signal(Signal::SIGTERM);
-    let status = server.wait_exit(Duration::from_secs(5));
-    assert_eq!(status.and_then(|s| s.code()), Some(0));
-    let took = started.elapsed();
-    assert!(took < Duration::from_secs(2), "took {took:?}");
-    assert!(
-        in_flight.join().expect("client").is_none(),
-        "the 5 s request was cut off"
-    );
+    testkit::shutdown::the_grace_period_bounds_the_shutdown(BIN);
 }

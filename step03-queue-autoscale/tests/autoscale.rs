@@ -9,8 +9,8 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
-use testkit::load::{concurrent_gets, get_in_background};
-use testkit::{Client, Server, procfs, tools, wait_for};
+use testkit::load::{concurrent_gets, get_in_background, stats_behind_idle_clients};
+use testkit::{Server, procfs, tools, wait_for};
 
 const BIN: &str = env!("CARGO_BIN_EXE_step03-queue-autoscale");
 
@@ -194,16 +194,7 @@ fn waiting_workers_and_a_waiting_acceptor_use_no_cpu() {
 #[test]
 fn a_keep_alive_client_holds_its_worker_until_the_idle_timeout() {
     let server = Server::start(BIN, &["--quiet", "--idle-timeout-ms", "800"]);
-    let mut holder = Client::connect(server.addr());
-    assert_eq!(holder.get("/").status, 200);
-    let started = Instant::now();
-    let stats = server.get("/stats").json();
-    let waited = started.elapsed();
-    assert!(
-        waited >= Duration::from_millis(600),
-        "answered after {waited:?}, before the idle timeout"
-    );
-    assert!(waited < Duration::from_secs(5), "took {waited:?}");
+    let stats = stats_behind_idle_clients(server.addr(), 1, Duration::from_millis(800));
     assert_eq!(stats["grown"].as_u64(), Some(0), "{stats}");
 }
 

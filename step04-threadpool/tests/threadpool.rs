@@ -3,12 +3,12 @@
 //! a worker (the step's limit), and SIGTERM runs the queued connections before exiting.
 
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use nix::sys::signal::Signal;
-use testkit::load::{concurrent_gets, get_in_background};
+use testkit::load::{get_in_background, sleepers, stats_behind_idle_clients};
 use testkit::server::run_to_exit;
-use testkit::{Client, Server, wait_for};
+use testkit::{Server, wait_for};
 
 const BIN: &str = env!("CARGO_BIN_EXE_step04-threadpool");
 
@@ -17,9 +17,7 @@ const BIN: &str = env!("CARGO_BIN_EXE_step04-threadpool");
 #[test]
 fn eight_slow_requests_on_four_workers_take_two_rounds() {
     let server = Server::start(BIN, &["--quiet", "--workers", "4"]);
-    let burst = concurrent_gets(server.addr(), "/sleep?ms=500", 8);
-    assert_eq!(burst.count_status(200), 8, "{:?}", burst.failures());
-    let wall = burst.wall;
+    let wall = sleepers(server.addr(), 500, 8);
     assert!(
         wall > Duration::from_millis(900),
         "took only {wall:?}: more than 4 at once"
@@ -94,21 +92,7 @@ fn keep_alive_clients_hold_their_workers_until_the_idle_timeout() {
         BIN,
         &["--quiet", "--workers", "2", "--idle-timeout-ms", "800"],
     );
-    let mut holders = [
-        Client::connect(server.addr()),
-        Client::connect(server.addr()),
-    ];
-    for holder in &mut holders {
-        assert_eq!(holder.get("/").status, 200);
-    }
-    let started = Instant::now();
-    let stats = server.get("/stats").json();
-    let waited = started.elapsed();
-    assert!(
-        waited >= Duration::from_millis(600),
-        "answered after {waited:?}, before the idle timeout"
-    );
-    assert!(waited < Duration::from_secs(5), "took {waited:?}");
+    let stats = stats_behind_idle_clients(server.addr(), 2, Duration::from_millis(800));
     assert_eq!(stats["workers"].as_u64(), Some(2), "{stats}");
 }
 

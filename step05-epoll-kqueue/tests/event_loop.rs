@@ -9,8 +9,7 @@ use std::time::{Duration, Instant};
 
 use nix::libc::rlim_t;
 use nix::sys::resource::{Resource, getrlimit, setrlimit};
-use nix::sys::signal::Signal;
-use testkit::load::concurrent_gets;
+use testkit::load::sleepers;
 use testkit::{Client, Server, procfs, tools, wait_for};
 
 const BIN: &str = env!("CARGO_BIN_EXE_step05-epoll-kqueue");
@@ -41,9 +40,8 @@ fn a_thousand_slow_requests_take_about_a_second_on_one_thread() {
         }
         most
     });
-    let burst = concurrent_gets(server.addr(), "/sleep?ms=1000", 1000);
-    assert_eq!(burst.count_status(200), 1000, "{:?}", burst.failures());
-    assert!(burst.wall < Duration::from_secs(3), "took {:?}", burst.wall);
+    let wall = sleepers(server.addr(), 1000, 1000);
+    assert!(wall < Duration::from_secs(3), "took {wall:?}");
     let threads = watcher.join().unwrap_or(0);
     if tools::has_procfs("a_thousand_slow_requests_take_about_a_second_on_one_thread") {
         assert_eq!(threads, 1, "the server had {threads} threads");
@@ -55,13 +53,8 @@ fn a_thousand_slow_requests_take_about_a_second_on_one_thread() {
 #[test]
 fn a_blocking_call_in_the_loop_stalls_everyone() {
     let server = Server::start(BIN, &["--quiet", "--blocking-sleep"]);
-    let burst = concurrent_gets(server.addr(), "/sleep?ms=300", 5);
-    assert_eq!(burst.count_status(200), 5, "{:?}", burst.failures());
-    assert!(
-        burst.wall > Duration::from_millis(1400),
-        "took only {:?}",
-        burst.wall
-    );
+    let wall = sleepers(server.addr(), 300, 5);
+    assert!(wall > Duration::from_millis(1400), "took only {wall:?}");
 }
 
 /// A client that sends half a head and stops gets 408 after the header timeout; meanwhile
@@ -267,45 +260,11 @@ fn split_answered(clients: Vec<Client>) -> (Vec<Client>, Vec<Client>) {
 /// then the server exits 0.
 #[test]
 fn sigterm_lets_the_request_in_flight_finish() {
-    let mut server = Server::start(BIN, &["--quiet"]);
-    let addr = server.addr();
-    // Connected here, before the signal: a client thread that a busy machine starts late would
-    // find the listener already closed.
-    let mut client = Client::connect(addr);
-    let in_flight = thread::spawn(move || client.get("/sleep?ms=1000"));
-    thread::sleep(Duration::from_millis(300));
-    let started = Instant::now();
-    server.signal(Signal::SIGTERM);
-    let response = in_flight.join().expect("client thread");
-    assert_eq!(
-        (response.status, response.text().as_str()),
-        (200, "slept 1000 ms\n")
-    );
-    assert_eq!(response.header("connection"), Some("close"));
-    let status = server.wait_exit(Duration::from_secs(5));
-    assert_eq!(status.and_then(|s| s.code()), Some(0));
-    assert!(started.elapsed() < Duration::from_secs(3));
+    testkit::shutdown::sigterm_lets_the_request_in_flight_finish(BIN);
 }
 
 /// A shutdown that outlasts the grace period still ends, with exit status 0.
 #[test]
 fn the_grace_period_bounds_the_shutdown() {
-    let mut server = Server::start(BIN, &["--quiet", "--grace-ms", "300"]);
-    let addr = server.addr();
-    let in_flight = thread::spawn(move || {
-        let mut client = Client::connect(addr);
-        client.send(b"GET /sleep?ms=5000 HTTP/1.1\r\nHost: t\r\n\r\n");
-        client.try_read_response(false).ok()
-    });
-    thread::sleep(Duration::from_millis(200));
-    let started = Instant::now();
-    server.signal(Signal::SIGTERM);
-    let status = server.wait_exit(Duration::from_secs(5));
-    assert_eq!(status.and_then(|s| s.code()), Some(0));
-    let took = started.elapsed();
-    assert!(took < Duration::from_secs(2), "took {took:?}");
-    assert!(
-        in_flight.join().expect("client").is_none(),
-        "the 5 s request was cut off"
-    );
+    testkit::shutdown::the_grace_period_bounds_the_shutdown(BIN);
 }

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use common::body::BodyDecoder;
 use common::chunked::{write_chunk, write_last_chunk};
-use common::connection::LINGER;
+use common::keep_alive::{After, Answered, LINGER};
 use common::{Response, log};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -79,10 +79,8 @@ pub(crate) struct Outcome {
     pub upstream: Option<usize>,
     /// How long the upstream took to send its answer's head.
     pub upstream_time: Option<Duration>,
-    /// The connection may serve the next request.
-    pub keep_alive: bool,
-    /// The connection closes after an error answer: close it gently.
-    pub linger: bool,
+    /// What the connection does next: serve the next request, close, or close gently.
+    pub after: After,
 }
 
 impl Outcome {
@@ -93,8 +91,7 @@ impl Outcome {
             bytes: 0,
             upstream: None,
             upstream_time: None,
-            keep_alive: false,
-            linger: false,
+            after: After::Close,
         }
     }
 }
@@ -258,13 +255,9 @@ impl Client {
     }
 
     /// Writes one of the proxy's own responses and says what became of the connection.
-    pub async fn respond(
-        &mut self,
-        proxy: &Proxy,
-        response: &Response,
-        keep_alive: bool,
-    ) -> Outcome {
-        self.respond_for(proxy, response, keep_alive, None).await
+    /// `wanted`: the client asked to keep it open.
+    pub async fn respond(&mut self, proxy: &Proxy, response: &Response, wanted: bool) -> Outcome {
+        self.respond_for(proxy, response, wanted, None).await
     }
 
     /// Writes one of the proxy's own responses about `upstream` (a 502 or 504 because of it):
@@ -273,11 +266,19 @@ impl Client {
         &mut self,
         proxy: &Proxy,
         response: &Response,
-        keep_alive: bool,
+        wanted: bool,
         upstream: Option<usize>,
     ) -> Outcome {
+        let answered = Answered {
+            wanted,
+            closes: response.close,
+            shutting_down: proxy.shutting_down(),
+            unread: response.close || !self.buf.is_empty(),
+        };
         self.out.clear();
-        proxy.site.render(response, keep_alive, &mut self.out);
+        proxy
+            .site
+            .render(response, answered.keeps_alive(), &mut self.out);
         if self.role == Role::Client {
             proxy
                 .zone
@@ -293,8 +294,11 @@ impl Client {
             },
             upstream,
             upstream_time: None,
-            keep_alive: written && keep_alive && !response.close,
-            linger: written && response.close,
+            after: if written {
+                answered.after()
+            } else {
+                After::Close
+            },
         }
     }
 

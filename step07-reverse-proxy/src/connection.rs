@@ -13,9 +13,10 @@ use std::time::Instant;
 
 use common::Reply;
 use common::body::BodyDecoder;
+use common::keep_alive::After;
 use common::log::Access;
 use common::parse::{BodyFraming, parse_head};
-use common::response::CONTINUE;
+use common::response::go_ahead;
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 use tokio::time::sleep;
@@ -58,7 +59,7 @@ async fn serve_requests(client: &mut Client, proxy: &Proxy) {
             Ok(next) => next,
             Err(NoRequest::Closed) => return,
             Err(NoRequest::Refuse(status, why)) => {
-                if client.refuse(proxy, status, why).await.linger {
+                if client.refuse(proxy, status, why).await.after == After::Linger {
                     client.close_gently().await;
                 }
                 return;
@@ -82,11 +83,11 @@ async fn serve_requests(client: &mut Client, proxy: &Proxy) {
         // A body or a long answer grew the buffers: between requests, keep the usual size.
         client.buf.shrink_to(KEPT_BUFFER);
         client.out.shrink_to(KEPT_BUFFER);
-        if !outcome.keep_alive || client.half_closed {
-            if outcome.linger {
-                client.close_gently().await;
-            }
-            return;
+        match outcome.after {
+            // A half-closed client has sent its last request.
+            After::KeepAlive if !client.half_closed => {}
+            After::Linger => return client.close_gently().await,
+            After::KeepAlive | After::Close => return,
         }
     }
 }
@@ -165,7 +166,9 @@ async fn next_request(
 /// A request the proxy answers itself: its body is read and dropped, then the answer.
 async fn answer(client: &mut Client, proxy: &Proxy, request: &Request, reply: Reply) -> Outcome {
     if request.body != BodyFraming::None {
-        if request.expect_continue && !client.write(proxy, CONTINUE).await {
+        if let Some(interim) = go_ahead(request.expect_continue, &client.buf)
+            && !client.write(proxy, interim).await
+        {
             return Outcome::closed();
         }
         let mut decoder = BodyDecoder::new(request.body.into());
@@ -185,8 +188,9 @@ async fn answer(client: &mut Client, proxy: &Proxy, request: &Request, reply: Re
     if !reply.delay.is_zero() {
         sleep(reply.delay).await;
     }
-    let keep_alive = request.keep_alive && !reply.response.close && !proxy.shutting_down();
-    client.respond(proxy, &reply.response, keep_alive).await
+    client
+        .respond(proxy, &reply.response, request.keep_alive)
+        .await
 }
 
 /// One access log line: `pid peer "request line" status bytes time upstream upstream_time`.

@@ -11,6 +11,7 @@
 
 use std::time::Instant;
 
+use common::keep_alive::After;
 use common::log;
 
 use crate::client::{BodyError, Client, Outcome};
@@ -142,8 +143,7 @@ pub(crate) async fn attempt(
         bytes: 0,
         upstream: Some(upstream),
         upstream_time: Some(upstream_time),
-        keep_alive: false,
-        linger: false,
+        after: After::Close,
     };
     if answer.switching {
         outcome.bytes = tunnel(client, proxy, conn, read_timeout).await;
@@ -153,10 +153,7 @@ pub(crate) async fn attempt(
     outcome.bytes = bytes;
     match end {
         BodyEnd::Whole { clean } => {
-            outcome.keep_alive = answer.keep_alive;
-            // Answered before the client's body was all read: what it still sends must be
-            // drained a moment, or closing would reset the connection and destroy the answer.
-            outcome.linger = !body_sent;
+            outcome.after = answer.after;
             if clean && answer.upstream_keep_alive && !proxy.shutting_down() {
                 proxy.pools.put(conn);
             }

@@ -29,7 +29,7 @@
 //!   the others just when they need it least (a retry storm), and double the client's wait.
 
 use common::parse::BodyFraming;
-use common::response::CONTINUE;
+use common::response::go_ahead;
 use common::{Response, log};
 
 use crate::client::{Client, Outcome};
@@ -57,7 +57,9 @@ pub(crate) async fn forward(
     };
     // The client waits for a go-ahead before its body: we give it, as nginx does, and take the
     // body ourselves; the upstream never sees the `Expect`.
-    if request.expect_continue && !client.write(proxy, CONTINUE).await {
+    if let Some(interim) = go_ahead(request.expect_continue, &client.buf)
+        && !client.write(proxy, interim).await
+    {
         return Outcome::closed();
     }
     let (mut fresh, mut moved_on) = (false, false);
@@ -133,7 +135,8 @@ pub(crate) async fn forward(
 }
 
 /// The proxy's own 500, 502 or 504, because of `upstream` (`None`: none was available). The
-/// connection stays open if the request's body was read whole, and the client wants it open.
+/// connection stays open if the request's body was read whole, and the client wants it open:
+/// a body left unread makes the answer close it.
 async fn gateway_error(
     client: &mut Client,
     proxy: &Proxy,
@@ -147,8 +150,7 @@ async fn gateway_error(
         close: !body_read,
         ..Response::text(status, page.into_bytes())
     };
-    let keep_alive = request.keep_alive && body_read && !proxy.shutting_down();
     client
-        .respond_for(proxy, &response, keep_alive, upstream)
+        .respond_for(proxy, &response, request.keep_alive, upstream)
         .await
 }

@@ -24,6 +24,7 @@ use std::io::Write;
 use std::net::IpAddr;
 
 use common::parse::{BodyFraming, ConnectionOptions, Version, trimmed};
+use common::response::HeadWriter;
 
 /// This hop, as `Via` and `Server` name it (RFC 9110 §7.6.3).
 pub(crate) const VIA_NAME: &str = "step07-reverse-proxy";
@@ -111,12 +112,9 @@ pub(crate) fn write_request_head(
     out.clear();
     // Room for the client's head and our fields at once, rather than growth by steps.
     out.reserve(fields.len() * 64 + 512);
-    out.extend_from_slice(method.as_bytes());
-    out.push(b' ');
-    out.extend_from_slice(target.as_bytes());
-    out.extend_from_slice(b" HTTP/1.1");
+    let mut head = HeadWriter::request(out, method.as_bytes(), target.as_bytes());
     if let Some(host) = forwarding.host {
-        push_field(out, b"Host", host);
+        head.field(b"Host", host);
     }
     for field in fields {
         let (name, value) = (field.name, trimmed(field.value));
@@ -145,17 +143,17 @@ pub(crate) fn write_request_head(
         {
             continue;
         }
-        push_field(out, name.as_bytes(), value);
+        head.field(name.as_bytes(), value);
     }
     // `X-Forwarded-For: <what the client sent>, <the client>`. Writing to a Vec cannot fail.
-    push_extended(out, b"X-Forwarded-For", fields, |out| {
+    push_extended(&mut head, b"X-Forwarded-For", fields, |out| {
         let _ = write!(out, "{}", forwarding.client_ip);
     });
     if let Some(host) = forwarding.client_host {
-        push_field(out, b"X-Forwarded-Host", host);
+        head.field(b"X-Forwarded-Host", host);
     }
-    push_field(out, b"X-Forwarded-Proto", b"http");
-    push_extended(out, b"Via", fields, |out| {
+    head.field(b"X-Forwarded-Proto", b"http");
+    push_extended(&mut head, b"Via", fields, |out| {
         out.extend_from_slice(via_version(forwarding.version).as_bytes());
         out.push(b' ');
         out.extend_from_slice(VIA_NAME.as_bytes());
@@ -163,13 +161,15 @@ pub(crate) fn write_request_head(
     match forwarding.body {
         BodyFraming::None => {}
         BodyFraming::Length(length) => {
-            let _ = write!(out, "\r\nContent-Length: {length}");
+            head.content_length(length);
         }
-        BodyFraming::Chunked => push_field(out, b"Transfer-Encoding", b"chunked"),
+        BodyFraming::Chunked => {
+            head.chunked();
+        }
     }
     if let Some(protocol) = forwarding.upgrade {
-        push_field(out, b"Upgrade", protocol);
-        push_field(out, b"Connection", b"upgrade");
+        head.field(b"Upgrade", protocol);
+        head.field(b"Connection", b"upgrade");
     }
 }
 
@@ -178,39 +178,31 @@ pub(crate) fn write_request_head(
 /// host to send, then the blank line.
 pub(crate) fn end_head(out: &mut Vec<u8>, len: usize, upstream_host: Option<&str>) {
     out.truncate(len);
+    let mut head = HeadWriter::resume(out);
     if let Some(host) = upstream_host {
-        push_field(out, b"Host", host.as_bytes());
+        head.field(b"Host", host.as_bytes());
     }
-    out.extend_from_slice(b"\r\n\r\n");
+    head.end();
 }
 
 /// A list field that each hop extends: `name: <the values of the client's fields called
 /// name, in order>, <ours>`, as one line.
 fn push_extended(
-    out: &mut Vec<u8>,
+    head: &mut HeadWriter<'_>,
     name: &[u8],
     fields: &[httparse::Header<'_>],
     ours: impl FnOnce(&mut Vec<u8>),
 ) {
-    out.extend_from_slice(b"\r\n");
-    out.extend_from_slice(name);
-    out.extend_from_slice(b": ");
-    for field in fields
-        .iter()
-        .filter(|field| field.name.as_bytes().eq_ignore_ascii_case(name))
-    {
-        out.extend_from_slice(trimmed(field.value));
-        out.extend_from_slice(b", ");
-    }
-    ours(out);
-}
-
-/// One field line, with the CRLF that ends the previous line.
-pub(crate) fn push_field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
-    out.extend_from_slice(b"\r\n");
-    out.extend_from_slice(name);
-    out.extend_from_slice(b": ");
-    out.extend_from_slice(value);
+    head.field_with(name, |out| {
+        for field in fields
+            .iter()
+            .filter(|field| field.name.as_bytes().eq_ignore_ascii_case(name))
+        {
+            out.extend_from_slice(trimmed(field.value));
+            out.extend_from_slice(b", ");
+        }
+        ours(out);
+    });
 }
 
 #[cfg(test)]

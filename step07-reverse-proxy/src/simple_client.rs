@@ -10,6 +10,7 @@ use std::time::Instant;
 
 use common::body::{BodyDecoder, Framing};
 use common::chunked::{write_chunk, write_last_chunk};
+use common::keep_alive::After;
 use common::log;
 use common::parse::{BodyFraming, Version, field_slots};
 use common::response_head::ResponseHeadError;
@@ -178,8 +179,7 @@ pub(crate) async fn attempt(
         bytes: 0,
         upstream: Some(upstream),
         upstream_time: Some(upstream_time),
-        keep_alive: false,
-        linger: false,
+        after: After::Close,
     };
     let chunked = answer.to_client == Framing::Chunked;
     loop {
@@ -205,7 +205,9 @@ pub(crate) async fn attempt(
                 if chunked {
                     write_last_chunk(&mut client.out, b"");
                 }
-                outcome.keep_alive = client.flush(proxy).await && answer.keep_alive;
+                if client.flush(proxy).await {
+                    outcome.after = answer.after;
+                }
                 return Attempt::Answered(outcome);
             }
             Err(error) => {

@@ -8,9 +8,9 @@ use std::net::TcpListener as StdListener;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::listen::ACCEPT_PAUSE;
+use common::listen::{ACCEPT_PAUSE, defer_accept};
 use common::{CommonArgs, log};
-use step06_master_worker::{ListenMode, Worker, WorkerBody};
+use step06_master_worker::{Worker, WorkerBody};
 use tokio::io::Interest;
 use tokio::io::unix::AsyncFd;
 use tokio::net::{TcpListener, TcpStream};
@@ -24,10 +24,6 @@ use crate::health;
 use crate::operations::zone::Zone;
 use crate::proxy::{Proxy, UpstreamClient, WorkerInfo};
 use crate::simple_client;
-
-/// How long a worker that serves more than its share of connections waits before it accepts
-/// the next one (see [`ProxyWorker::ahead_of_siblings`]).
-const SHARE_PAUSE: Duration = Duration::from_millis(1);
 
 /// For tests only: a worker of the generation this variable names fails its start-up, just
 /// before it would announce that it is ready (as one whose runtime or sockets could not be
@@ -199,8 +195,6 @@ impl ProxyWorker {
             lane: worker.lane,
         };
         self.zone.worker_started(worker.index);
-        // Only siblings on the same socket can take a connection this worker leaves for them.
-        let share = worker.listen_mode == ListenMode::Shared && worker.workers > 1;
         // Step 06's shutdown pipe turns readable on SIGTERM, or when the master dies; the
         // watch channel passes the news to every task of this worker.
         // SAFETY: the shutdown pipe is opened by `Signals` (in this process, at the fork) and
@@ -224,6 +218,20 @@ impl ProxyWorker {
             reqwest,
             shutdown,
         ));
+        // Linux: a client that connected but sent nothing yet waits in the kernel, not in this
+        // worker, until its first bytes (or the header timeout), as nginx's `listen ...
+        // deferred`: an accepted connection has its request there, and one wake-up serves it.
+        if let Err(error) = defer_accept(&worker.listener, proxy.header_timeout) {
+            log::error(format_args!("cannot defer accepts: {error}"));
+        }
+        // Workers that share the listening socket are all woken by a new connection, and the
+        // first to run takes it: step 05's loop asks the kernel to wake only one
+        // (`EPOLLEXCLUSIVE`), which tokio cannot. Nor can an epoll set of ours holding the
+        // listener with that flag, watched by tokio through `AsyncFd`: the kernel's
+        // `ep_poll_callback` counts a wake-up as the exclusive one only when a thread sleeps in
+        // `epoll_wait` on that set itself. The herd costs a failed `accept` now and then; and
+        // with accepts deferred, a burst of clients (wrk's 100) reaches the workers as their
+        // requests arrive, one at a time, which spreads it between them.
         let listener = TcpListener::from_std(worker.listener).map_err(WorkerError::Listener)?;
         let admin = match &self.admin {
             Some(admin) => Some(
@@ -253,9 +261,6 @@ impl ProxyWorker {
         let (alive, mut all_finished) = mpsc::channel::<()>(1);
         loop {
             let next_client = async {
-                if share && self.ahead_of_siblings(worker.index, worker.workers) {
-                    sleep(SHARE_PAUSE).await;
-                }
                 let permit = Arc::clone(&slots).acquire_owned().await;
                 (listener.accept().await, permit)
             };
@@ -292,24 +297,6 @@ impl ProxyWorker {
             ));
         }
         Ok(())
-    }
-}
-
-impl ProxyWorker {
-    /// Whether this worker serves more than its share of the generation's client connections
-    /// (counted in the shared zone), by more than an eighth of it (and one): enough to notice
-    /// a burst taken alone, not the ups and downs of connections that come and go.
-    ///
-    /// Workers that share the listening socket are all woken by a new connection, and the
-    /// first to run takes it; step 05's loop asks the kernel to wake only one
-    /// (`EPOLLEXCLUSIVE`), which tokio cannot. A burst of new connections (wrk's 100, at once)
-    /// would then go to whichever worker woke first, and its clients would wait for it while
-    /// its sibling idles. So a worker that is ahead pauses a moment before its next `accept`,
-    /// and a sibling takes the connection; if none does, it takes it after the pause.
-    fn ahead_of_siblings(&self, index: usize, workers: usize) -> bool {
-        let total: u64 = (0..workers).map(|w| self.zone.active_connections(w)).sum();
-        let share = total / workers as u64;
-        self.zone.active_connections(index) > share + share / 8 + 1
     }
 }
 

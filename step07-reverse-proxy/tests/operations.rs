@@ -1,6 +1,7 @@
 //! Operating the proxy: `SIGHUP` with a broken file changes nothing, a good one under load
 //! fails no request, and one whose new workers fail while starting leaves the old ones
-//! serving; a worker at `--max-connections` stops accepting until a connection closes; the
+//! serving; a worker at `--max-connections` stops accepting until a connection closes, and a
+//! client that has said nothing yet waits in the kernel (deferred accepts); the
 //! admin port answers `/health`, `/config` and a `/metrics` that a
 //! strict Prometheus text parser reads, with the figures the traffic should have produced,
 //! and refuses to listen on an address that is not loopback unless `--admin-allow-remote` is
@@ -192,6 +193,34 @@ fn a_worker_at_its_connection_cap_accepts_again_when_one_closes() {
         .unwrap_or_else(|error| panic!("not served once a slot was free: {error}"));
     assert_eq!(response.status, 200);
     assert_eq!(second.get("/").status, 200, "the others go on");
+    proxy.server.assert_no_panic();
+}
+
+/// Linux defers accepts (`TCP_DEFER_ACCEPT`): clients that connected but said nothing wait in
+/// the kernel, not in a worker, and one that speaks is served at once.
+#[test]
+fn a_silent_client_waits_in_the_kernel() {
+    if !cfg!(target_os = "linux") {
+        eprintln!("skipped: a_silent_client_waits_in_the_kernel: deferred accepts are Linux's");
+        return;
+    }
+    let upstream = Upstream::start("a");
+    let proxy = Proxy::start(
+        &one_group("", &[upstream.addr()]),
+        1,
+        &["--quiet", "--admin", "127.0.0.1:0"],
+    );
+    let admin = proxy.admin_addr();
+    let open = || sum(&scrape(admin), "proxy_active_connections", &[]);
+    // The worker answers the admin port once it is serving: its accepts are deferred by then
+    // (a connection that came earlier, while it started, was queued as usual).
+    assert_eq!(open(), 0.0);
+    let mut silent: Vec<Client> = (0..3).map(|_| Client::connect(proxy.addr())).collect();
+    // Time for the worker to accept them, were accepts not deferred.
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(open(), 0.0, "silent clients were accepted");
+    assert_eq!(silent[0].get("/").status, 200);
+    assert_eq!(open(), 1.0, "only the client that spoke is accepted");
     proxy.server.assert_no_panic();
 }
 

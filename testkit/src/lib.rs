@@ -19,6 +19,8 @@
 //! - [`model`]: each step's model, measured from outside (for `scripts/grade`).
 //! - [`procfs`]: counting a server's children, zombies, threads and CPU time on Linux.
 //! - [`target`]: what the checks start: a step's binary, or any command with `{port}`.
+//! - [`shutdown`]: the `SIGTERM` experiments steps run alike (a request in flight, the grace
+//!   period).
 //! - [`slow`]: five hundred slow clients (`scripts/slow_clients.py`) against a step.
 //! - [`tools`]: external tools a test needs (python3), skipped with a printed reason.
 //! - [`upstream`]: small HTTP upstreams for the reverse proxy to stand in front of.
@@ -34,6 +36,7 @@ pub mod model;
 pub mod procfs;
 pub mod recorder;
 pub mod server;
+pub mod shutdown;
 pub mod slow;
 pub mod target;
 pub mod tools;

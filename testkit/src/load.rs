@@ -36,6 +36,48 @@ impl Burst {
     }
 }
 
+/// The chapters' timing experiment: `n` requests for `/sleep?ms={ms}` at the same moment, each
+/// on its own connection; returns how long they took in all. A test compares that wall time
+/// with one request's `ms`: about the same when they are served side by side, `n` times more
+/// when one at a time.
+///
+/// # Panics
+///
+/// When any request is not answered `200` (the failures are in the message).
+pub fn sleepers(addr: SocketAddr, ms: u64, n: usize) -> Duration {
+    let burst = concurrent_gets(addr, &format!("/sleep?ms={ms}"), n);
+    assert_eq!(burst.count_status(200), n, "{:?}", burst.failures());
+    burst.wall
+}
+
+/// The blocking steps' limit, measured: `holders` keep-alive clients each get an answer and
+/// stay connected, idle; then `/stats` is asked on a new connection. When the idle clients
+/// hold every worker, that request waits until the idle timeout (`idle`) closes one. Returns
+/// the `/stats` JSON once checked that it waited most of `idle` (and not 5 s).
+///
+/// # Panics
+///
+/// When `/stats` came much sooner than `idle`, or too late.
+pub fn stats_behind_idle_clients(
+    addr: SocketAddr,
+    holders: usize,
+    idle: Duration,
+) -> serde_json::Value {
+    let mut clients: Vec<Client> = (0..holders).map(|_| Client::connect(addr)).collect();
+    for client in &mut clients {
+        assert_eq!(client.get("/").status, 200);
+    }
+    let started = Instant::now();
+    let stats = crate::client::get(addr, "/stats").json();
+    let waited = started.elapsed();
+    assert!(
+        waited >= idle * 3 / 4,
+        "answered after {waited:?}, before the idle timeout ({idle:?})"
+    );
+    assert!(waited < Duration::from_secs(5), "took {waited:?}");
+    stats
+}
+
 /// Sends `n` `GET path` requests at the same moment, each on its own connection
 /// (`Connection: close`), and waits for all answers.
 pub fn concurrent_gets(addr: SocketAddr, path: &str, n: usize) -> Burst {

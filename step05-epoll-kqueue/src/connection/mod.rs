@@ -36,6 +36,7 @@ use std::mem;
 use std::net::TcpStream;
 use std::time::Instant;
 
+use common::exchange::Refusal;
 use common::{Response, Site};
 
 use crate::buffers::InputBuffer;
@@ -258,18 +259,14 @@ impl Connection {
             return Step::Close;
         }
         match self.state {
-            State::ReadingHead { .. } => {
-                self.fail(Response::error(408), "request head timed out", cx)
-            }
-            State::ReadingBody { .. } => {
-                self.fail(Response::error(408), "request body timed out", cx)
-            }
+            State::ReadingHead { .. } => self.refuse(Refusal::HeadTimedOut, cx),
+            State::ReadingBody { .. } => self.refuse(Refusal::BodyTimedOut, cx),
             // Idle too long: close without an answer, as the contract says.
             State::Idle { .. } | State::Lingering { .. } => Step::Close,
             State::Waiting { .. } => {
                 match mem::replace(&mut self.state, State::Closing { linger: false }) {
                     State::Waiting { answer, .. } => {
-                        self.respond(&answer.request, &answer.response, cx)
+                        self.respond(&answer.exchange, &answer.response, cx)
                     }
                     _ => Step::Close,
                 }

@@ -3,14 +3,12 @@
 
 use std::io::ErrorKind;
 use std::net::Shutdown;
-use std::time::{Duration, Instant};
+use std::time::Instant;
+
+use common::keep_alive::LINGER;
 
 use super::{Connection, Context, State, Step};
 use crate::buffers::write_some;
-
-/// How long a lingering close reads and drops what the client still sends (as
-/// `common::connection` does).
-const LINGER: Duration = Duration::from_secs(2);
 
 /// Answer bytes a slow reader has not taken yet.
 pub(super) struct Unsent {

@@ -12,6 +12,7 @@
 //! | until the upstream closes | chunked: the client's connection stays open | until close |
 
 use common::body::Framing;
+use common::keep_alive::{After, Answered};
 use common::parse::Version;
 use common::response::{HeadWriter, reason_phrase};
 use common::response_head::ResponseHead;
@@ -35,8 +36,8 @@ pub(crate) struct Answer {
     pub from_upstream: Framing,
     /// How it goes to the client.
     pub to_client: Framing,
-    /// The client's connection may serve the next request, once this answer is sent whole.
-    pub keep_alive: bool,
+    /// What the client's connection does once this answer is sent whole.
+    pub after: After,
     /// The upstream's connection may carry the next request, once this answer is read whole.
     pub upstream_keep_alive: bool,
     /// `101 Switching Protocols`: the connections become a tunnel.
@@ -108,11 +109,14 @@ where
         Framing::Chunked | Framing::UntilClose => Framing::UntilClose,
     };
     let trailers = head.framing == Framing::Chunked && to_client == Framing::Chunked;
-    let keep_alive = request.keep_alive
-        && body_sent
-        && to_client != Framing::UntilClose
-        && !switching
-        && !proxy.shutting_down();
+    let answered = Answered {
+        wanted: request.keep_alive,
+        closes: !body_sent || to_client == Framing::UntilClose || switching,
+        shutting_down: proxy.shutting_down(),
+        // Answered before the client's body was all read: what it still sends must be drained
+        // a moment, or closing would reset the connection and destroy the answer.
+        unread: !body_sent,
+    };
     out.clear();
     let reason = if head.reason.is_empty() {
         reason_phrase(head.status)
@@ -168,14 +172,14 @@ where
     if switching {
         writer.field(b"Connection", b"upgrade");
     } else {
-        writer.connection(keep_alive);
+        writer.connection(answered.keeps_alive());
     }
     writer.end();
     Ok(Answer {
         status: head.status,
         from_upstream: head.framing,
         to_client,
-        keep_alive,
+        after: answered.after(),
         upstream_keep_alive: head.keep_alive && body_sent && !switching,
         switching,
         trailers,
