@@ -32,7 +32,7 @@ use std::time::{Duration, Instant};
 
 use clap::Parser;
 use common::args::{fail, parse};
-use common::listen::{ListenOptions, announce, bind_listener, next_connection};
+use common::listen::{announce, next_connection};
 use common::wait::wait_readable;
 use common::{CommonArgs, Signals, Site, log, refuse, serve_connection};
 use step03_queue_autoscale::{Closed, Queue, ScalingPolicy, Trace, Workers};
@@ -105,14 +105,7 @@ fn main() {
     let args: Args = parse();
     let queue = Arc::new(Queue::new(args.policy()).unwrap_or_else(|error| fail(error)));
     let trace = args.trace();
-    let options = ListenOptions {
-        nonblocking: true,
-        ..ListenOptions::default()
-    };
-    let listener = bind_listener(&args.common.host, args.common.port, options)
-        .unwrap_or_else(|error| fail(error));
-    let signals = Signals::install(&[])
-        .unwrap_or_else(|error| fail(format_args!("cannot install signal handlers: {error}")));
+    let (listener, signals) = args.common.listen_and_install_signals();
 
     let site = Site::new("step03-queue-autoscale", args.common.delay()).with_stats({
         let queue = Arc::clone(&queue);
