@@ -17,6 +17,9 @@ the clients': whichever side closes a connection first keeps it there for 60 s.
 silent, until the run ends: browser tabs left open. A server that gives every connection a
 worker of its own has K fewer for the load.
 
+It first prints the address of the server's live page (/live): open it in a browser to watch
+the server cope while the run goes on.
+
 Examples:
   python3 scripts/accesses.py                                  # 20 requests, 20 at once, to :8090
   python3 scripts/accesses.py http://127.0.0.1:8090/sleep?ms=1000 -n 20 -c 20
@@ -453,6 +456,10 @@ def parse_args(argv):
 
 def main(argv=None):
     args, target = parse_args(argv)
+    # Where to watch the server cope, in a browser, while the run goes on (stderr: --json
+    # keeps stdout for the summary alone).
+    live = f"http://{urllib.parse.urlsplit(target.url).netloc}/live"
+    print(f"watch it live: {live}", file=sys.stderr if args.json else sys.stdout, flush=True)
     before = time_wait_sockets(target.port)
     with IdleClients(target, args.idle, args.timeout) as idle:
         if args.rate:

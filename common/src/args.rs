@@ -1,11 +1,14 @@
 //! The options every step has, and how bad options end a step.
 
 use std::fmt::Display;
+use std::net::TcpListener;
 use std::time::Duration;
 
 use clap::error::ErrorKind;
 
+use crate::Signals;
 use crate::connection::ConnConfig;
+use crate::listen::{ListenOptions, bind_listener};
 
 /// The contract's options. Each step flattens this into its own options:
 ///
@@ -68,6 +71,21 @@ impl CommonArgs {
             idle_timeout: Duration::from_millis(self.idle_timeout_ms),
             log: !self.quiet,
         }
+    }
+
+    /// The start-up of the steps whose loops wait in `poll` (02 to 05): the listening socket
+    /// on `--host`/`--port`, non-blocking, and the signal handlers. Either failing ends the
+    /// process with its one-line error, as the contract asks.
+    pub fn listen_and_install_signals(&self) -> (TcpListener, Signals) {
+        let options = ListenOptions {
+            nonblocking: true,
+            ..ListenOptions::default()
+        };
+        let listener =
+            bind_listener(&self.host, self.port, options).unwrap_or_else(|error| fail(error));
+        let signals = Signals::install(&[])
+            .unwrap_or_else(|error| fail(format_args!("cannot install signal handlers: {error}")));
+        (listener, signals)
     }
 }
 

@@ -60,6 +60,12 @@ static SCRIPT: LazyLock<Page> = LazyLock::new(|| {
         "application/javascript",
     )
 });
+static LIVE: LazyLock<Page> = LazyLock::new(|| {
+    Page::new(
+        include_bytes!("../site/live.html"),
+        "text/html; charset=utf-8",
+    )
+});
 static NOT_FOUND: LazyLock<Page> = LazyLock::new(|| {
     Page::new(
         include_bytes!("../site/404.html"),
@@ -84,6 +90,9 @@ pub struct Site {
     stats: Box<dyn Fn(&mut StatsJson) + Send + Sync>,
     /// Responses rendered by this process: `/stats` reports it as `served`.
     served: AtomicU64,
+    /// Where `served` is counted instead, when it must be visible to other processes (step06's
+    /// scoreboard, in shared memory).
+    shared_served: Option<&'static AtomicU64>,
 }
 
 impl Site {
@@ -96,6 +105,7 @@ impl Site {
             extra_header: None,
             stats: Box::new(|_| {}),
             served: AtomicU64::new(0),
+            shared_served: None,
         }
     }
 
@@ -112,13 +122,24 @@ impl Site {
         self
     }
 
+    /// Counts the responses in `counter` instead of a counter of its own: a word of memory that
+    /// other processes can read (step06's scoreboard). It starts from the counter's value.
+    pub fn with_served_counter(mut self, counter: &'static AtomicU64) -> Site {
+        self.shared_served = Some(counter);
+        self
+    }
+
+    fn served_counter(&self) -> &AtomicU64 {
+        self.shared_served.unwrap_or(&self.served)
+    }
+
     pub fn step(&self) -> &'static str {
         self.step
     }
 
     /// How many responses this process has rendered.
     pub fn served(&self) -> u64 {
-        self.served.load(Ordering::Relaxed)
+        self.served_counter().load(Ordering::Relaxed)
     }
 
     /// Routes one request. Cheap and non-blocking: the wait is in `reply.delay`.
@@ -127,11 +148,11 @@ impl Site {
         let (get, head_method) = (head.method == "GET", head.method == "HEAD");
         let mut delay = self.delay;
         let mut response = match path {
-            "/" | "/hello.html" | "/script.js" => {
-                let page: &'static Page = if path == "/script.js" {
-                    &SCRIPT
-                } else {
-                    &HELLO
+            "/" | "/hello.html" | "/script.js" | "/live" => {
+                let page: &'static Page = match path {
+                    "/script.js" => &SCRIPT,
+                    "/live" => &LIVE,
+                    _ => &HELLO,
                 };
                 if !(get || head_method) {
                     method_not_allowed()
@@ -164,7 +185,15 @@ impl Site {
                 json.number("pid", u64::from(std::process::id()));
                 json.number("served", self.served());
                 (self.stats)(&mut json);
-                Response::new(200, "application/json", json.finish().into_bytes())
+                Response {
+                    // The live page polls `/stats?close`: a kept-alive connection would hold a
+                    // process, a thread or a worker of steps 01-03 for the page alone, and a
+                    // script in a browser may not send `Connection: close` itself.
+                    close: head
+                        .query()
+                        .is_some_and(|query| query.split('&').any(|p| p == "close")),
+                    ..Response::new(200, "application/json", json.finish().into_bytes())
+                }
             }
             "/sleep" | "/stats" => method_not_allowed(),
             _ => NOT_FOUND.response(404),
@@ -180,7 +209,7 @@ impl Site {
 
     /// Renders `response` with this step's `Server` and extra header, counting it as served.
     pub fn render(&self, response: &Response, keep_alive: bool, out: &mut Vec<u8>) {
-        self.served.fetch_add(1, Ordering::Relaxed);
+        self.served_counter().fetch_add(1, Ordering::Relaxed);
         let extra = self
             .extra_header
             .as_ref()
@@ -221,8 +250,15 @@ pub struct StatsJson {
     out: String,
 }
 
+impl Default for StatsJson {
+    fn default() -> StatsJson {
+        StatsJson::new()
+    }
+}
+
 impl StatsJson {
-    fn new() -> StatsJson {
+    /// An empty object: the top of `/stats`, or one item of a [`StatsJson::list`].
+    pub fn new() -> StatsJson {
         StatsJson {
             out: String::from("{"),
         }
@@ -254,7 +290,23 @@ impl StatsJson {
         self
     }
 
-    fn finish(mut self) -> String {
+    /// A list of objects under `key`, such as step06's lanes (one object per worker).
+    pub fn list(&mut self, key: &str, items: impl IntoIterator<Item = StatsJson>) -> &mut Self {
+        self.key(key);
+        self.out.push('[');
+        for (n, item) in items.into_iter().enumerate() {
+            if n > 0 {
+                self.out.push(',');
+            }
+            self.out.push_str(&item.out);
+            self.out.push('}');
+        }
+        self.out.push(']');
+        self
+    }
+
+    /// The object's text, closed, with a final newline.
+    pub fn finish(mut self) -> String {
         self.out.push_str("}\n");
         self.out
     }
@@ -375,6 +427,45 @@ mod tests {
             format!(
                 "{{\"step\":\"step-test\",\"pid\":{pid},\"served\":0,\"workers\":3,\"mode\":\"a \\\"quoted\\\" word\"}}\n"
             )
+        );
+    }
+
+    #[test]
+    fn the_live_page_polls_stats_and_asks_to_close() {
+        let site = Site::new("step-test", Duration::ZERO);
+        let live = get(&site, "/live").response;
+        assert_eq!(
+            (live.status, live.content_type),
+            (200, "text/html; charset=utf-8")
+        );
+        let page = String::from_utf8_lossy(&live.body);
+        assert!(page.contains("fetch(\"/stats?close\""));
+        // Self-contained: no script, style or image from anywhere else.
+        assert!(!page.contains("src=") && !page.contains("href="));
+        assert!(live.etag.is_some());
+        assert!(get(&site, "/stats?close").response.close);
+        assert!(!get(&site, "/stats").response.close);
+        assert!(!get(&site, "/stats?closed=1").response.close);
+    }
+
+    #[test]
+    fn lists_and_a_shared_served_counter() {
+        static SHARED: AtomicU64 = AtomicU64::new(7);
+        let site = Site::new("step-test", Duration::ZERO)
+            .with_served_counter(&SHARED)
+            .with_stats(|json| {
+                let mut lane = StatsJson::new();
+                lane.number("pid", 1u64);
+                json.list("lanes", [lane, StatsJson::new()])
+                    .list("none", []);
+            });
+        let mut out = Vec::new();
+        site.render(&get(&site, "/").response, true, &mut out);
+        assert_eq!((site.served(), SHARED.load(Ordering::Relaxed)), (8, 8));
+        let body = String::from_utf8(get(&site, "/stats").response.body.into_owned()).unwrap();
+        assert!(
+            body.ends_with(",\"served\":8,\"lanes\":[{\"pid\":1},{}],\"none\":[]}\n"),
+            "{body}"
         );
     }
 }

@@ -48,7 +48,7 @@ static int quiet;
 static unsigned long served;
 
 struct page { const char *type; char *body; size_t len; char etag[20]; };
-static struct page hello, script, missing;
+static struct page hello, script, live_page, missing;
 
 static void on_signal(int sig) {
     if (sig == SIGCHLD) got_child = 1; else stopping = 1;
@@ -282,7 +282,8 @@ static void answer(int fd, struct request *r, int keep) {
     if (!strncmp(path, "http://", 7)) path = strchr(path + 7, '/') ? strchr(path + 7, '/') : "/";
     if ((query = strchr(path, '?'))) *query++ = '\0';
     struct page *page = !strcmp(path, "/") || !strcmp(path, "/hello.html") ? &hello
-                      : !strcmp(path, "/script.js") ? &script : NULL;
+                      : !strcmp(path, "/script.js") ? &script
+                      : !strcmp(path, "/live") ? &live_page : NULL;
     int known = page || !strcmp(path, "/sleep") || !strcmp(path, "/stats"), status;
     if (!known) page = &missing;
     if (known && !get) {
@@ -423,6 +424,7 @@ int main(int argc, char **argv) {
     if (header_ms == 0 || idle_ms == 0) fail("timeouts must be at least 1 ms");
     load(&hello, site, "hello.html", "text/html; charset=utf-8");
     load(&script, site, "script.js", "application/javascript");
+    load(&live_page, site, "live.html", "text/html; charset=utf-8");
     load(&missing, site, "404.html", "text/html; charset=utf-8");
 
     struct sockaddr_in addr = { .sin_family = AF_INET, .sin_port = htons((unsigned short)port) };

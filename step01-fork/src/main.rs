@@ -101,6 +101,9 @@ fn serve_iteratively(
 fn serve_forking(listener: TcpListener, config: &ConnConfig, args: &Args, signals: Signals) {
     let parent_pid = std::process::id();
     let mut children = Children::default();
+    // Connections accepted so far: each child reports it, so that the live page can draw a
+    // rate from whichever child answered.
+    let mut accepted: u64 = 0;
     while !signals.shutdown_requested() {
         children.reap();
         // At the cap, stop watching the listener: new clients wait in the backlog until a
@@ -122,6 +125,7 @@ fn serve_forking(listener: TcpListener, config: &ConnConfig, args: &Args, signal
             continue;
         };
         let live = children.len() as u64 + 1;
+        accepted += 1;
         // SAFETY: this parent is single-threaded (it never spawns a thread), so the child is a
         // complete copy and may do anything, not only async-signal-safe calls.
         match unsafe { signals.fork() } {
@@ -132,7 +136,8 @@ fn serve_forking(listener: TcpListener, config: &ConnConfig, args: &Args, signal
                 let site = Site::new("step01-fork", args.common.delay()).with_stats(move |json| {
                     json.text("mode", "fork")
                         .number("parent_pid", parent_pid)
-                        .number("children", live);
+                        .number("children", live)
+                        .number("accepted", accepted);
                 });
                 serve_connection(stream, &site, config, signals);
                 exit_child(0);

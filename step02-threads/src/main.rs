@@ -27,7 +27,7 @@ use std::time::Instant;
 
 use clap::Parser;
 use common::args::{fail, parse};
-use common::listen::{ListenOptions, announce, bind_listener, next_connection};
+use common::listen::{announce, next_connection};
 use common::{CommonArgs, Signals, Site, log, refuse, serve_connection};
 
 /// A thread per connection.
@@ -45,14 +45,7 @@ struct Args {
 
 fn main() {
     let args: Args = parse();
-    let options = ListenOptions {
-        nonblocking: true,
-        ..ListenOptions::default()
-    };
-    let listener = bind_listener(&args.common.host, args.common.port, options)
-        .unwrap_or_else(|error| fail(error));
-    let signals = Signals::install(&[])
-        .unwrap_or_else(|error| fail(format_args!("cannot install signal handlers: {error}")));
+    let (listener, signals) = args.common.listen_and_install_signals();
 
     let slots = Arc::new(Slots::new(args.max_threads as usize));
     let connections = Arc::new(AtomicU64::new(0));

@@ -32,7 +32,7 @@ use std::time::{Duration, Instant};
 
 use clap::Parser;
 use common::args::{fail, parse};
-use common::listen::{ListenOptions, announce, bind_listener, next_connection};
+use common::listen::{announce, next_connection};
 use common::wait::wait_readable;
 use common::{CommonArgs, Signals, Site, log, refuse, serve_connection};
 use step03_queue_autoscale::{Closed, Queue, ScalingPolicy, Trace, Workers};
@@ -105,17 +105,11 @@ fn main() {
     let args: Args = parse();
     let queue = Arc::new(Queue::new(args.policy()).unwrap_or_else(|error| fail(error)));
     let trace = args.trace();
-    let options = ListenOptions {
-        nonblocking: true,
-        ..ListenOptions::default()
-    };
-    let listener = bind_listener(&args.common.host, args.common.port, options)
-        .unwrap_or_else(|error| fail(error));
-    let signals = Signals::install(&[])
-        .unwrap_or_else(|error| fail(format_args!("cannot install signal handlers: {error}")));
+    let (listener, signals) = args.common.listen_and_install_signals();
 
     let site = Site::new("step03-queue-autoscale", args.common.delay()).with_stats({
         let queue = Arc::clone(&queue);
+        let policy = args.policy();
         move |json| {
             let now = queue.snapshot();
             json.number("workers", now.workers as u64)
@@ -124,7 +118,11 @@ fn main() {
                 .number("peak_queue_len", now.peak_queue_len as u64)
                 .number("peak_workers", now.peak_workers as u64)
                 .number("grown", now.grown)
-                .number("shrunk", now.shrunk);
+                .number("shrunk", now.shrunk)
+                .number("grow_at_percent", policy.grow_at_percent)
+                .number("shrink_at_percent", policy.shrink_at_percent)
+                .number("min_workers", policy.min_workers as u64)
+                .number("max_workers", policy.max_workers as u64);
         }
     });
     let site = Arc::new(site);

@@ -29,8 +29,8 @@ use std::thread;
 
 use clap::Parser;
 use common::args::{fail, parse};
-use common::listen::{ListenOptions, announce, bind_listener, next_connection};
-use common::{CommonArgs, Signals, Site, log, serve_connection};
+use common::listen::{announce, next_connection};
+use common::{CommonArgs, Site, log, serve_connection};
 use step04_threadpool::ThreadPool;
 
 /// A fixed pool of worker threads.
@@ -57,14 +57,7 @@ fn default_workers() -> usize {
 fn main() {
     let args: Args = parse();
     let workers = args.workers.map_or_else(default_workers, |n| n as usize);
-    let options = ListenOptions {
-        nonblocking: true,
-        ..ListenOptions::default()
-    };
-    let listener = bind_listener(&args.common.host, args.common.port, options)
-        .unwrap_or_else(|error| fail(error));
-    let signals = Signals::install(&[])
-        .unwrap_or_else(|error| fail(format_args!("cannot install signal handlers: {error}")));
+    let (listener, signals) = args.common.listen_and_install_signals();
 
     let pool = ThreadPool::new(workers).unwrap_or_else(|error| fail(error));
     let site = Site::new("step04-threadpool", args.common.delay()).with_stats({

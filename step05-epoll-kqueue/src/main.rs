@@ -31,8 +31,8 @@ use std::sync::Arc;
 use clap::Parser;
 use common::args::{fail, parse};
 use common::limits::set_open_files_limit;
-use common::listen::{ListenOptions, announce, bind_listener};
-use common::{CommonArgs, Signals, Site, log};
+use common::listen::announce;
+use common::{CommonArgs, Site, log};
 use step05_epoll_kqueue::{EventLoop, LoopConfig, LoopStats};
 
 /// One thread, non-blocking sockets, epoll / kqueue.
@@ -64,14 +64,7 @@ fn main() {
     if let Err(error) = set_open_files_limit(args.max_open_files.map(Into::into)) {
         log::error(format_args!("cannot set the open-files limit: {error}"));
     }
-    let options = ListenOptions {
-        nonblocking: true,
-        ..ListenOptions::default()
-    };
-    let listener = bind_listener(&args.common.host, args.common.port, options)
-        .unwrap_or_else(|error| fail(error));
-    let signals = Signals::install(&[])
-        .unwrap_or_else(|error| fail(format_args!("cannot install signal handlers: {error}")));
+    let (listener, signals) = args.common.listen_and_install_signals();
 
     let stats = Arc::new(LoopStats::default());
     let site = Site::new("step05-epoll-kqueue", args.common.delay()).with_stats({

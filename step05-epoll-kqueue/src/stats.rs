@@ -24,6 +24,19 @@ pub struct LoopStats {
 }
 
 impl LoopStats {
+    pub fn connections(&self) -> u64 {
+        self.connections.load(Ordering::Relaxed)
+    }
+
+    pub fn timers(&self) -> u64 {
+        self.timers.load(Ordering::Relaxed)
+    }
+
+    /// Read by step06's scoreboard, which the live page draws loops per second from.
+    pub fn loop_iterations(&self) -> u64 {
+        self.loop_iterations.load(Ordering::Relaxed)
+    }
+
     /// Adds `connections`, `timers`, `accepted` and `loop_iterations` to a `/stats` answer
     /// (`served` is the site's own).
     pub fn write_json(&self, json: &mut StatsJson) {

@@ -23,6 +23,8 @@
 //! - [`upgrade`]: `SIGUSR2` starts the binary on disk as a new master, hands it the listening
 //!   socket, and retires the old master once the new one's workers are ready.
 //! - [`backoff`]: restarting at once, but not in a fork storm.
+//! - [`scoreboard`]: every worker's figures in shared memory, so that `/stats` on any worker
+//!   shows them all.
 
 pub mod backoff;
 pub mod config;
@@ -31,6 +33,7 @@ pub mod listening;
 pub mod master;
 pub mod pool_runner;
 pub mod ready;
+pub mod scoreboard;
 pub mod upgrade;
 pub mod worker;
 
@@ -39,4 +42,5 @@ pub use listening::{ListenMode, Listening};
 pub use master::Master;
 pub use pool_runner::PoolRunner;
 pub use ready::Ready;
+pub use scoreboard::Scoreboard;
 pub use worker::{SiteWorker, Worker, WorkerBody};

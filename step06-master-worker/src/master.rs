@@ -43,6 +43,7 @@ use crate::config::MasterConfig;
 use crate::lifeline::Lifeline;
 use crate::listening::{Listening, MAIN_LISTENER};
 use crate::ready::ReadyPipe;
+use crate::scoreboard::Scoreboard;
 use crate::upgrade::{Predecessor, Progress, Upgrade, stay_as_init};
 use crate::worker::{Worker, WorkerBody};
 
@@ -57,6 +58,8 @@ struct WorkerProcess {
     stop_sent: Option<Instant>,
     /// It outlasted its stop timeout and was sent `SIGKILL`.
     killed: bool,
+    /// Its lane on the scoreboard, if there was a free one.
+    lane: Option<usize>,
 }
 
 /// One place in the current generation, and the history of the workers that held it.
@@ -98,6 +101,8 @@ pub struct Master {
     slots: Vec<Slot>,
     /// Every worker not reaped yet, of any generation.
     workers: HashMap<Pid, WorkerProcess>,
+    /// The workers' figures, shared with them (see [`crate::scoreboard`]).
+    scoreboard: &'static Scoreboard,
 }
 
 impl Master {
@@ -115,6 +120,8 @@ impl Master {
             Lifeline::new().map_err(|error| format!("cannot create the lifeline: {error}"))?;
         let ready =
             ReadyPipe::new().map_err(|error| format!("cannot create the ready pipe: {error}"))?;
+        // Before the first fork, so that every worker shares it.
+        let scoreboard = Scoreboard::map()?;
         let socket = listening
             .first_socket()
             .ok_or("the listening socket is gone")?;
@@ -134,6 +141,7 @@ impl Master {
             generation: 1,
             slots: Vec::new(),
             workers: HashMap::new(),
+            scoreboard,
         })
     }
 
@@ -271,15 +279,23 @@ impl Master {
 
     /// Forks the worker of slot `index`.
     fn spawn(&mut self, index: usize, body: &impl WorkerBody) {
+        let held = self.workers.values().filter_map(|worker| worker.lane);
+        let lane = self
+            .scoreboard
+            .claim(held, index, self.generation, self.slots[index].restarts);
         // SAFETY: the master is single-threaded (see "Fork safety" above), so the child is a
         // complete copy and may do anything, not only async-signal-safe calls.
         match unsafe { self.signals.fork() } {
             Ok(ForkResult::Child) => {
-                let status = self.become_worker(index, body);
+                let status = self.become_worker(index, lane, body);
                 exit_child(status);
             }
             Ok(ForkResult::Parent { child }) => {
                 self.listening.forked_a_worker();
+                if let Some(lane) = lane {
+                    self.scoreboard
+                        .occupied(lane, child.as_raw().unsigned_abs());
+                }
                 let worker = WorkerProcess {
                     index,
                     generation: self.generation,
@@ -287,6 +303,7 @@ impl Master {
                     ready: false,
                     stop_sent: None,
                     killed: false,
+                    lane,
                 };
                 self.workers.insert(child, worker);
                 log::event(format_args!(
@@ -311,7 +328,7 @@ impl Master {
 
     /// In the child, right after the fork: from here on this process is a worker, and it never
     /// returns to the master's loop.
-    fn become_worker(&mut self, index: usize, body: &impl WorkerBody) -> i32 {
+    fn become_worker(&mut self, index: usize, lane: Option<usize>, body: &impl WorkerBody) -> i32 {
         self.predecessor.forget();
         self.successor = None;
         if let Err(error) = self.lifeline.watch(self.signals) {
@@ -339,6 +356,8 @@ impl Master {
             listen_mode: self.listening.mode(),
             signals: self.signals,
             ready,
+            scoreboard: self.scoreboard,
+            lane,
         })
     }
 
@@ -363,6 +382,9 @@ impl Master {
                 return;
             };
             if let Some(worker) = self.workers.remove(&pid) {
+                if let Some(lane) = worker.lane {
+                    self.scoreboard.release(lane);
+                }
                 self.exited(pid, &worker, status);
             } else if let Some(successor) = self.successor.as_mut().filter(|s| s.pid == pid) {
                 // The new master ended before it said it was ready: its pipe's end of file

@@ -16,6 +16,7 @@ use step05_epoll_kqueue::{EventLoop, LoopConfig, LoopStats};
 use crate::listening::ListenMode;
 use crate::pool_runner::PoolRunner;
 use crate::ready::Ready;
+use crate::scoreboard::Scoreboard;
 
 /// What a worker process is handed by the master, right after the fork.
 pub struct Worker {
@@ -42,6 +43,10 @@ pub struct Worker {
     /// Announced by the body once it can accept: a reload retires the old generation only
     /// then (see [`crate::ready`]).
     pub ready: Ready,
+    /// Every worker's figures, shared (see [`crate::scoreboard`]), and this worker's lane on
+    /// it (`None` when the board was full).
+    pub scoreboard: &'static Scoreboard,
+    pub lane: Option<usize>,
 }
 
 /// What runs in the workers: the seam between the master and what it supervises.
@@ -105,7 +110,8 @@ impl SiteWorker {
         };
         let pool: Option<PoolStatus> = runner.as_ref().map(PoolRunner::status);
         let stats = Arc::new(LoopStats::default());
-        let site = Site::new("step06-master-worker", self.common.delay())
+        let (scoreboard, lane) = (worker.scoreboard, worker.lane);
+        let mut site = Site::new("step06-master-worker", self.common.delay())
             .with_header("X-Worker", worker.index.to_string())
             .with_stats({
                 let stats = Arc::clone(&stats);
@@ -132,8 +138,16 @@ impl SiteWorker {
                             .number("pool_busy", pool.busy() as u64)
                             .number("pool_queued", pool.queued() as u64);
                     }
+                    // Every worker's lane, this one's brought up to date first.
+                    if let Some(lane) = lane {
+                        scoreboard.publish(lane, &stats);
+                    }
+                    json.list("lanes", scoreboard.lanes());
                 }
             });
+        if let Some(lane) = lane {
+            site = site.with_served_counter(scoreboard.served(lane));
+        }
         let config = LoopConfig {
             max_connections: self.max_connections,
             blocking_sleep: self.blocking_sleep,

@@ -312,3 +312,62 @@ fn a_full_worker_leaves_new_connections_to_the_others() {
     }
     drop(held);
 }
+
+/// The scoreboard: `/stats` on any worker lists every worker's lane (what the live page draws),
+/// each counting the responses its worker served; a killed worker's lane is taken over by its
+/// replacement, with a new pid and one more restart.
+#[test]
+fn stats_lists_every_workers_lane_and_a_restart() {
+    if !tools::has_procfs("stats_lists_every_workers_lane_and_a_restart") {
+        return;
+    }
+    let server = Server::start(BIN, &["--quiet", "--workers", "2"]);
+    let workers = server.wait_for_workers(2);
+    let lanes = |server: &Server| -> Vec<serde_json::Value> {
+        server.get("/stats?close").json()["lanes"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+    };
+    let pids = |lanes: &[serde_json::Value]| -> Vec<u32> {
+        let mut pids: Vec<u32> = lanes
+            .iter()
+            .filter_map(|lane| lane["pid"].as_u64())
+            .map(|pid| pid as u32)
+            .collect();
+        pids.sort_unstable();
+        pids
+    };
+    // Each worker's pid shows once it has started: the master writes it after the fork.
+    let before = wait_for(Duration::from_secs(5), || {
+        let now = lanes(&server);
+        (pids(&now) == workers).then_some(now)
+    })
+    .unwrap_or_else(|| panic!("lanes {:?}, workers {workers:?}", lanes(&server)));
+    for _ in 0..20 {
+        server.get("/");
+    }
+    let served: u64 = lanes(&server)
+        .iter()
+        .filter_map(|lane| lane["served"].as_u64())
+        .sum();
+    assert!(
+        served >= 20,
+        "the lanes count {served} responses: {before:?}"
+    );
+
+    let victim = before[0]["pid"].as_u64().unwrap_or(0) as u32;
+    let index = before[0]["worker_index"].clone();
+    let _ = kill(Pid::from_raw(victim as i32), Signal::SIGKILL);
+    let replaced = wait_for(Duration::from_secs(5), || {
+        lanes(&server).into_iter().find(|lane| {
+            lane["worker_index"] == index
+                && lane["pid"]
+                    .as_u64()
+                    .is_some_and(|pid| pid != u64::from(victim))
+        })
+    })
+    .unwrap_or_else(|| panic!("no replacement for worker {index} in {:?}", lanes(&server)));
+    assert_eq!(replaced["restarts"].as_u64(), Some(1), "{replaced}");
+    assert_eq!(pids(&lanes(&server)).len(), 2, "{:?}", lanes(&server));
+}

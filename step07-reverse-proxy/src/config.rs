@@ -65,7 +65,8 @@ pub struct ProxySettings {
     /// (`keepalive_connections`, its first name, is still read.)
     #[serde(alias = "keepalive_connections")]
     pub keepalive: usize,
-    /// The proxy answers `GET /stats` itself, with its own figures, instead of forwarding it.
+    /// The proxy answers `GET /stats` itself, with its own figures, instead of forwarding it,
+    /// and `GET /live`, the page that draws them.
     pub stats: bool,
     /// Responses carry `X-Upstream: IP:port`, the upstream that answered. Handy to watch the
     /// balancing; off by default because it tells every client the internal addresses.

@@ -5,11 +5,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::ValueEnum;
+use common::site::StatsJson;
 use common::{CommonArgs, Site};
+use step06_master_worker::Scoreboard;
 use tokio::sync::watch;
 
 use crate::config::Config;
-use crate::operations::zone::Zone;
+use crate::operations::zone::{CLASSES, Zone};
 use crate::upstream::pool::Pools;
 use crate::upstreams::Upstreams;
 
@@ -35,6 +37,10 @@ pub struct WorkerInfo {
     pub master_pid: u32,
     /// Binary upgrades (`SIGUSR2`) of the master so far, plus one.
     pub master_generation: u64,
+    /// Step 06's scoreboard and this worker's lane on it (see
+    /// [`step06_master_worker::scoreboard`]).
+    pub scoreboard: &'static Scoreboard,
+    pub lane: Option<usize>,
 }
 
 /// One worker's proxy.
@@ -96,6 +102,7 @@ impl Proxy {
                     .number("active_connections", zone.active_connections(worker.index))
                     .number("upstreams", config.upstreams.len() as u64)
                     .number("upstreams_up", up as u64);
+                live_stats(json, &config, &zone, &worker);
             }
         });
         let conn = common.conn_config();
@@ -118,4 +125,56 @@ impl Proxy {
     pub fn shutting_down(&self) -> bool {
         *self.shutdown.borrow()
     }
+}
+
+/// What the live page draws for step 07, from the zone every worker of the generation counts in:
+/// `answered` (every worker's responses), `upstream_list` (each upstream's health, answers and
+/// ejections, summed over the workers) and step 06's `lanes`, this worker's brought up to date.
+fn live_stats(json: &mut StatsJson, config: &Config, zone: &Zone, worker: &WorkerInfo) {
+    let answers = |index: usize, upstream: Option<usize>| -> u64 {
+        (0..CLASSES)
+            .map(|class| zone.answers(index, upstream, class))
+            .sum()
+    };
+    let upstreams = config.upstreams.len();
+    let workers = 0..worker.workers;
+    let mine: u64 = (0..upstreams)
+        .map(Some)
+        .chain([None])
+        .map(|upstream| answers(worker.index, upstream))
+        .sum();
+    let all: u64 = workers
+        .clone()
+        .flat_map(|index| {
+            (0..upstreams)
+                .map(Some)
+                .chain([None])
+                .map(move |upstream| (index, upstream))
+        })
+        .map(|(index, upstream)| answers(index, upstream))
+        .sum();
+    if let Some(lane) = worker.lane {
+        let board = worker.scoreboard;
+        board
+            .served(lane)
+            .store(mine, std::sync::atomic::Ordering::Relaxed);
+        board.set_connections(lane, zone.active_connections(worker.index));
+    }
+    let list = config.upstreams.iter().enumerate().map(|(u, upstream)| {
+        let mut item = StatsJson::new();
+        item.text("name", &upstream.name)
+            .boolean("down", zone.is_down(u))
+            .number(
+                "answers",
+                workers.clone().map(|w| answers(w, Some(u))).sum::<u64>(),
+            )
+            .number(
+                "ejections",
+                workers.clone().map(|w| zone.ejections(w, u)).sum::<u64>(),
+            );
+        item
+    });
+    json.number("answered", all)
+        .list("upstream_list", list)
+        .list("lanes", worker.scoreboard.lanes());
 }

@@ -133,7 +133,8 @@ pub(crate) fn decide(
     };
     let action = match role {
         Role::Admin => Action::Answer(admin::reply(head, proxy)),
-        Role::Client if proxy.config.proxy.stats && head.path() == "/stats" => {
+        // `/live` too: the page that draws this proxy's `/stats`, not an upstream's.
+        Role::Client if proxy.config.proxy.stats && matches!(head.path(), "/stats" | "/live") => {
             Action::Answer(proxy.site.reply(head))
         }
         Role::Client => match plan(head, &raw[..head.len], peer, proxy, upstream_head) {

@@ -206,6 +206,8 @@ impl ProxyWorker {
             restarts: worker.restarts,
             master_pid: worker.master_pid,
             master_generation: worker.master_generation,
+            scoreboard: worker.scoreboard,
+            lane: worker.lane,
         };
         self.zone.worker_started(worker.index);
         // Step 06's shutdown pipe turns readable on SIGTERM, or when the master dies; the

@@ -168,3 +168,37 @@ fn a_killed_upstream_is_ejected_and_no_get_fails() {
     assert_eq!(stats["upstreams_up"], 2, "{stats}");
     proxy.server.assert_no_panic();
 }
+
+/// What the live page draws for the proxy: `/stats` (on any worker) sums every worker's answers
+/// per upstream from the zone they share, lists each worker's lane, and `/live` is the proxy's
+/// own page, not forwarded.
+#[test]
+fn stats_shows_every_upstreams_share_and_every_worker() {
+    let upstreams = start(&["a", "b"]);
+    let proxy = Proxy::start(&one_group("", &addrs(&upstreams)), 2, &["--quiet"]);
+    for _ in 0..20 {
+        assert_eq!(proxy.get("/").status, 200);
+    }
+    let stats = proxy.get("/stats?close").json();
+    let list = stats["upstream_list"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(list.len(), 2, "{stats}");
+    let answers: Vec<u64> = list.iter().filter_map(|u| u["answers"].as_u64()).collect();
+    assert!(
+        answers.iter().sum::<u64>() == 20 && answers.iter().all(|&n| n >= 5),
+        "{stats}"
+    );
+    assert!(list.iter().all(|u| u["down"] == false), "{stats}");
+    assert!(
+        stats["answered"].as_u64().is_some_and(|n| n >= 20),
+        "{stats}"
+    );
+    let lanes = stats["lanes"].as_array().map_or(0, Vec::len);
+    assert_eq!(lanes, 2, "{stats}");
+    let live = proxy.get("/live");
+    assert_eq!(live.status, 200);
+    assert_eq!(live.header("server"), Some("step07-reverse-proxy"));
+    assert!(live.text().contains("/stats?close"));
+}

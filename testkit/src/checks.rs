@@ -266,6 +266,15 @@ pub const CONTRACT: &[Check] = &[
         contract::stats_is_json,
     ),
     contract(
+        "live_page_is_served",
+        "GET /live: 200 text/html, a page that polls /stats",
+        "serve the live page (common/site/live.html) at /live as text/html; it draws what \
+         /stats says",
+        ROUTES,
+        false,
+        contract::live_page_is_served,
+    ),
+    contract(
         "bad_options_fail_with_one_line",
         "--port not-a-port, --no-such-option, --delay-ms -5: exit 1, one stderr line `error: ...`",
         "check every option; on a bad one print one line `error: ...` on stderr and exit(1)",

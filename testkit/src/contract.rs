@@ -502,6 +502,25 @@ pub fn stats_is_json(target: &Target) {
     assert!(stats["pid"].as_u64().is_some_and(|pid| pid > 0), "{stats}");
 }
 
+/// The live page: an HTML page that polls `/stats` (what it draws is tested in a browser, by
+/// step 03's `tests/live.rs`).
+pub fn live_page_is_served(target: &Target) {
+    let server = target.start(&[]);
+    let response = server.get("/live");
+    assert_eq!(response.status, 200);
+    assert!(
+        response
+            .header("content-type")
+            .is_some_and(|value| value.starts_with("text/html")),
+        "{:?}",
+        response.header("content-type")
+    );
+    assert!(
+        response.text().contains("/stats"),
+        "the page never asks /stats"
+    );
+}
+
 pub fn bad_options_fail_with_one_line(target: &Target) {
     for bad in [
         &["--port", "not-a-port"][..],

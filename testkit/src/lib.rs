@@ -108,6 +108,7 @@ macro_rules! contract_check_names {
             slow_head_gets_408,
             idle_keep_alive_connection_is_closed,
             stats_is_json,
+            live_page_is_served,
             bad_options_fail_with_one_line,
             port_in_use_fails_with_one_line,
             sigterm_when_idle_exits_0,
