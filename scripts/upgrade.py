@@ -217,7 +217,7 @@ def main(argv):
     report = {
         "rate": args.rate, "duration": args.duration, "at": args.at, "runs": args.runs,
         "machine": machine(), "date": time.strftime("%Y-%m-%d"),
-        "note": "while other jobs shared the machine",
+        "note": "the servers and the load generator sharing the cores",
         "scenarios": {},
     }
     for run in range(args.runs):
