@@ -18,7 +18,6 @@ Exit status: 0 when the page drew at least one answer of /stats, 1 when it did n
 browser failed, 2 when Chromium is missing.
 """
 
-import argparse
 import base64
 import json
 import os
@@ -30,6 +29,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from screenshot import BROWSERS, adopt_orphans, stop_browser  # noqa: E402
+from servers import command_line  # noqa: E402
 
 
 def find_browser():
@@ -132,9 +132,7 @@ def watch(url, seconds, screenshot=None, size="1100,760"):
 
 
 def main(argv):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     epilog=__doc__.split("\n\n", 1)[1],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = command_line(__doc__)
     parser.add_argument("url", help="the server, such as http://127.0.0.1:8090")
     parser.add_argument("--seconds", type=float, default=10.0, help="how long to watch (default 10)")
     parser.add_argument("--screenshot", metavar="FILE", help="save the page as a PNG at the end")

@@ -19,7 +19,6 @@ Exit status: 0, or 1 when a run failed to measure or the browser could not watch
 Chromium is missing.
 """
 
-import argparse
 import datetime
 import os
 import shutil
@@ -33,7 +32,9 @@ import urllib.request
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from live import find_browser  # noqa: E402
 from load import run_accesses, run_wrk  # noqa: E402
-from servers import ROOT, StepServer, build_release, machine, write_data, write_region  # noqa: E402
+from servers import (  # noqa: E402
+    ROOT, StepServer, build_release, command_line, machine, write_data, write_region,
+)
 
 DOC = os.path.join(ROOT, "docs", "03-queue-autoscale.md")
 DATA = os.path.join(ROOT, "docs", "03-queue-autoscale.json")
@@ -80,9 +81,7 @@ def one_run(server, clients, duration, side):
 
 
 def main(argv):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     epilog=__doc__.split("\n\n", 1)[1],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = command_line(__doc__)
     parser.add_argument("--steps", default="step03-queue-autoscale,step05-epoll-kqueue")
     parser.add_argument("--runs", type=int, default=5, help="runs of each side (default 5)")
     parser.add_argument("--duration", type=int, default=3, help="seconds per run (default 3)")
