@@ -81,6 +81,12 @@ pub fn inherited_value(listeners: &[(&str, RawFd)]) -> String {
     entries.join(";")
 }
 
+/// The `name=value` entries of a `;`-separated variable such as [`INHERITED_VARIABLE`]'s value
+/// (or step 06's upgrade variable); entries without `=` are skipped.
+pub fn named_values(value: &str) -> impl Iterator<Item = (&str, &str)> {
+    value.split(';').filter_map(|entry| entry.split_once('='))
+}
+
 /// The listening socket named `name` that this process inherited from the master it replaces
 /// (see [`INHERITED_VARIABLE`]), if it inherited one: the socket is adopted instead of bound,
 /// so that it never closes and the connections in its backlog are not lost. Call it at most
@@ -91,10 +97,9 @@ pub fn inherited_value(listeners: &[(&str, RawFd)]) -> String {
 /// When the variable names a descriptor that is not a listening TCP socket.
 pub fn inherited(name: &str, options: ListenOptions) -> Option<Result<TcpListener, String>> {
     let value = std::env::var(INHERITED_VARIABLE).ok()?;
-    let fd = value.split(';').find_map(|entry| {
-        let (entry_name, fd) = entry.split_once('=')?;
-        (entry_name == name).then(|| fd.parse::<RawFd>().ok())
-    })?;
+    let fd = named_values(&value)
+        .find(|&(entry, _)| entry == name)
+        .map(|(_, fd)| fd.parse::<RawFd>().ok())?;
     let Some(fd) = fd else {
         return Some(Err(format!(
             "{INHERITED_VARIABLE}: {name} is not a descriptor number: {value:?}"
@@ -112,13 +117,9 @@ pub fn close_unadopted() {
     let Ok(value) = std::env::var(INHERITED_VARIABLE) else {
         return;
     };
-    let fds = value
-        .split(';')
-        .filter_map(|entry| entry.split_once('=')?.1.parse::<RawFd>().ok());
+    let fds = named_values(&value).filter_map(|(_, fd)| fd.parse::<RawFd>().ok());
     for fd in fds.filter(|&fd| fd > 2) {
-        // SAFETY: fcntl(F_GETFD) touches no memory; it fails with EBADF on a closed number.
-        let flags = unsafe { libc::fcntl(fd, libc::F_GETFD) };
-        if flags >= 0 && flags & libc::FD_CLOEXEC == 0 {
+        if descriptor_flags(fd).is_some_and(|flags| flags & libc::FD_CLOEXEC == 0) {
             crate::log::error(format_args!(
                 "{INHERITED_VARIABLE}: closing descriptor {fd}, which nothing here listens on"
             ));
@@ -161,9 +162,7 @@ fn adopt(fd: RawFd, options: ListenOptions) -> Result<TcpListener, String> {
 ///
 /// When `fd` is not an open descriptor above stderr's.
 pub fn own_inherited(fd: RawFd) -> Result<OwnedFd, String> {
-    // SAFETY: fcntl(F_GETFD) reads a descriptor's flags and touches no memory; on a number
-    // that is not an open descriptor it fails with EBADF, which is what we check.
-    if fd <= 2 || unsafe { libc::fcntl(fd, libc::F_GETFD) } < 0 {
+    if fd <= 2 || descriptor_flags(fd).is_none() {
         return Err(format!("{fd} is not an open descriptor"));
     }
     // SAFETY: `fd` is open (checked above) and was handed to this process to own: the process
@@ -171,6 +170,15 @@ pub fn own_inherited(fd: RawFd) -> Result<OwnedFd, String> {
     // nothing else in this process owns it. Dropping the `OwnedFd` on an error closes it,
     // which is right for a descriptor we cannot use.
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// The descriptor flags of `fd` (`F_GETFD`), or `None` when `fd` is not an open descriptor.
+/// A raw call: the number is not yet owned by anything a `BorrowedFd` could borrow from.
+fn descriptor_flags(fd: RawFd) -> Option<libc::c_int> {
+    // SAFETY: fcntl(F_GETFD) reads a descriptor's flags and touches no memory; on a number
+    // that is not an open descriptor it fails with EBADF.
+    let flags = unsafe { libc::fcntl(fd, libc::F_GETFD) };
+    (flags >= 0).then_some(flags)
 }
 
 /// Lets the descriptor of `listener` survive an `exec`, for [`INHERITED_VARIABLE`]. Only in a

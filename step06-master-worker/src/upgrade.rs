@@ -40,7 +40,8 @@ use std::time::{Duration, Instant};
 
 use common::Signals;
 use common::listen::{
-    INHERITED_VARIABLE, close_unadopted, inherited_value, keep_across_exec, own_inherited,
+    INHERITED_VARIABLE, close_unadopted, inherited_value, keep_across_exec, named_values,
+    own_inherited,
 };
 use common::log;
 use common::process::exit_child;
@@ -266,10 +267,9 @@ impl Predecessor {
             });
         };
         let field = |name: &str| {
-            value
-                .split(';')
-                .find_map(|entry| entry.strip_prefix(name)?.strip_prefix('='))
-                .and_then(|number| number.parse::<u64>().ok())
+            named_values(&value)
+                .find(|&(entry, _)| entry == name)
+                .and_then(|(_, number)| number.parse::<u64>().ok())
                 .ok_or_else(|| format!("{UPGRADE_VARIABLE}: no {name} in {value:?}"))
         };
         let (fd, generation) = (field("ready")?, field("generation")?);
