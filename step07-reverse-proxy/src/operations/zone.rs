@@ -17,10 +17,12 @@
 //! again from zero, which Prometheus's `rate()` takes in its stride as it does a restart.
 
 use std::io;
+use std::num::NonZeroUsize;
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use nix::sys::mman::{MapFlags, ProtFlags, mmap_anonymous, munmap};
 use step06_master_worker::config::MAX_WORKERS;
 
 /// Upper bounds of the upstream latency histogram's buckets, in microseconds (1 ms to 30 s).
@@ -72,28 +74,21 @@ impl Zone {
     /// When `mmap` fails (out of memory or address space).
     pub fn new(upstreams: usize) -> io::Result<Zone> {
         let words = upstreams + MAX_WORKERS * worker_words(upstreams);
-        let bytes = words * size_of::<AtomicU64>();
-        // SAFETY: a fresh anonymous mapping (no fd, offset 0) at an address the kernel picks;
-        // it aliases nothing. MAP_SHARED makes forked children share its pages instead of
-        // copying them on write.
+        let length = NonZeroUsize::new(words * size_of::<AtomicU64>())
+            .ok_or_else(|| io::Error::other("an empty zone"))?;
+        // SAFETY: a fresh anonymous mapping at an address the kernel picks: it aliases nothing.
+        // MAP_SHARED makes forked children share its pages instead of copying them on write.
         let address = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                bytes,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED | libc::MAP_ANONYMOUS,
-                -1,
-                0,
+            mmap_anonymous(
+                None,
+                length,
+                ProtFlags::PROT_READ | ProtFlags::PROT_WRITE,
+                MapFlags::MAP_SHARED,
             )
-        };
-        if address == libc::MAP_FAILED {
-            return Err(io::Error::last_os_error());
-        }
+        }?;
         // Anonymous pages start zeroed, and a zeroed AtomicU64 is a valid 0: no initialisation.
-        let base = NonNull::new(address.cast::<AtomicU64>())
-            .ok_or_else(|| io::Error::other("mmap returned a null address"))?;
         Ok(Zone {
-            base,
+            base: address.cast(),
             words,
             upstreams,
         })
@@ -212,12 +207,7 @@ impl Drop for Zone {
         // SAFETY: the mapping we made in `new`, with its length; nothing borrows from it any
         // more (borrows of its words cannot outlive `self`). Children that inherited it keep
         // their own mapping: unmapping here affects this process only.
-        unsafe {
-            libc::munmap(
-                self.base.as_ptr().cast(),
-                self.words * size_of::<AtomicU64>(),
-            )
-        };
+        let _ = unsafe { munmap(self.base.cast(), self.words * size_of::<AtomicU64>()) };
     }
 }
 
