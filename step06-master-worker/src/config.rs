@@ -58,6 +58,9 @@ pub struct MasterConfig {
     /// How long a worker asked to stop may take before it is killed: its own grace period for
     /// the requests in flight, and a margin.
     pub stop_timeout: Duration,
+    /// How long a new master started by `SIGUSR2` may take to be ready (see
+    /// [`crate::upgrade`]).
+    pub upgrade_timeout: Duration,
 }
 
 /// The master's options, as steps 06 and 07 both have them (`#[command(flatten)]`).
@@ -76,6 +79,11 @@ pub struct MasterArgs {
     /// nginx's worker_rlimit_nofile [default: the hard limit].
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(16..))]
     pub max_open_files: Option<u32>,
+
+    /// How long the new binary started by SIGUSR2 may take to have its workers ready; then it
+    /// is stopped, and this master goes on serving.
+    #[arg(long, value_name = "MS", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..=600_000))]
+    pub upgrade_timeout_ms: u64,
 }
 
 impl MasterArgs {
@@ -95,6 +103,7 @@ impl MasterArgs {
             workers: self.workers,
             // A worker gets its grace period for the requests in flight, and a margin to exit.
             stop_timeout: common.grace() + Duration::from_secs(2),
+            upgrade_timeout: Duration::from_millis(self.upgrade_timeout_ms),
         };
         Master::start(config, listening)
     }

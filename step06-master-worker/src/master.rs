@@ -212,7 +212,8 @@ impl Master {
             return;
         }
         let listening = &mut self.listening;
-        let start = Upgrade::start(self.signals, self.predecessor.generation, || {
+        let (generation, timeout) = (self.predecessor.generation, self.config.upgrade_timeout);
+        let start = Upgrade::start(self.signals, generation, timeout, || {
             // In the child, which execs next.
             let main = listening.for_worker()?;
             let mut listeners = vec![(MAIN_LISTENER, OwnedFd::from(main))];

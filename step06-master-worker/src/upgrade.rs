@@ -16,8 +16,9 @@
 //!
 //! Both masters' workers accept from the same socket for a moment, which is harmless: each
 //! connection goes to one of them. If the new binary fails (it exits, or is not ready within
-//! [`UPGRADE_TIMEOUT`]), the old master logs one line and goes on serving: an upgrade never
-//! leaves the port dead.
+//! `--upgrade-timeout-ms`, then it is sent `SIGTERM`), the old master logs one line and goes on
+//! serving: an upgrade never leaves the port dead. (nginx waits for the operator instead; a
+//! bounded wait lets the old master decide.)
 //!
 //! Inheritance is one of two ways to hand a socket to another program. The other sends the
 //! descriptor over a Unix socket (`sendmsg` with `SCM_RIGHTS`), which also works between
@@ -52,10 +53,6 @@ use nix::sys::signal::{Signal, kill};
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::{ForkResult, Pid};
 
-/// How long the new master may take to have all its workers ready before the old one gives
-/// up on it (nginx waits for the operator instead; a bounded wait lets the old master decide).
-pub const UPGRADE_TIMEOUT: Duration = Duration::from_secs(10);
-
 /// Where the old master tells the new one how to report back: `ready=FD;generation=N`, the
 /// write end of the ready pipe and the new master's generation.
 pub const UPGRADE_VARIABLE: &str = "FORK_TO_PROXY_UPGRADE";
@@ -69,6 +66,8 @@ pub struct Upgrade {
     ready: OwnedFd,
     /// Given up on after this.
     pub deadline: Instant,
+    /// How long it was given (`--upgrade-timeout-ms`), for the line that says it was too slow.
+    timeout: Duration,
     /// How it ended, once reaped (for the one line that says the upgrade failed).
     pub ended: Option<String>,
 }
@@ -84,8 +83,9 @@ pub enum Progress {
 
 impl Upgrade {
     /// Forks and execs the binary this process was started from, handing it `listeners`
-    /// (by name, see [`common::listen::inherited`]) and the generation after `generation`.
-    /// `prepare` runs in the child before the exec, to open what only the child may hold.
+    /// (by name, see [`common::listen::inherited`]) and the generation after `generation`; it
+    /// has `timeout` to be ready. `listeners` runs in the child before the exec, to open what
+    /// only the child may hold.
     ///
     /// # Errors
     ///
@@ -93,6 +93,7 @@ impl Upgrade {
     pub fn start(
         signals: Signals,
         generation: u64,
+        timeout: Duration,
         listeners: impl FnOnce() -> Result<Vec<(&'static str, OwnedFd)>, String>,
     ) -> Result<Upgrade, String> {
         let (read, write) = nix::unistd::pipe()
@@ -115,7 +116,8 @@ impl Upgrade {
             Ok(ForkResult::Parent { child }) => Ok(Upgrade {
                 pid: child,
                 ready: read,
-                deadline: Instant::now() + UPGRADE_TIMEOUT,
+                deadline: Instant::now() + timeout,
+                timeout,
                 ended: None,
             }),
             Err(errno) => Err(format!("cannot fork: {}", errno.desc())),
@@ -146,7 +148,7 @@ impl Upgrade {
             Err(Errno::EAGAIN | Errno::EINTR) => Progress::Failed(format!(
                 "the new master (pid {}) was not ready within {} s",
                 self.pid,
-                UPGRADE_TIMEOUT.as_secs()
+                self.timeout.as_secs_f64()
             )),
             Err(errno) => Progress::Failed(format!(
                 "cannot read the new master's answer: {}",

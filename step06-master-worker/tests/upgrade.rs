@@ -1,10 +1,12 @@
 //! Replacing the binary without closing the port (`kill -USR2 <master>`): a rebuilt binary
 //! takes over under load without failing a request, in both listen modes, and leaves no process
-//! of either generation behind; a broken one leaves the old master serving.
+//! of either generation behind; a broken one leaves the old master serving, and so does one
+//! that hangs, stopped after `--upgrade-timeout-ms`.
 
 use testkit::tools::has_procfs;
 use testkit::upgrade::{
-    a_failing_new_binary_leaves_the_old_master_serving, an_upgrade_under_load_fails_no_request,
+    a_failing_new_binary_leaves_the_old_master_serving,
+    a_hung_new_binary_is_stopped_after_the_timeout, an_upgrade_under_load_fails_no_request,
 };
 
 const BIN: &str = env!("CARGO_BIN_EXE_step06-master-worker");
@@ -48,6 +50,22 @@ fn a_failing_new_binary_leaves_the_old_master_serving_in_both_modes() {
         eprintln!(
             "{mode}: {}",
             a_failing_new_binary_leaves_the_old_master_serving(BIN, &args, 2)
+        );
+    }
+}
+
+/// A binary that starts and never becomes ready: after `--upgrade-timeout-ms` the old master
+/// stops it, reaps it, logs one line and goes on serving; a good binary then takes over.
+#[test]
+fn a_hung_new_binary_is_stopped_after_the_timeout_in_both_modes() {
+    if !has_procfs("a_hung_new_binary_is_stopped_after_the_timeout") {
+        return;
+    }
+    for mode in ["shared", "reuseport"] {
+        let args = ["--quiet", "--workers", "2", "--listen", mode];
+        eprintln!(
+            "{mode}: {}",
+            a_hung_new_binary_is_stopped_after_the_timeout(BIN, &args, 2)
         );
     }
 }

@@ -6,7 +6,8 @@
 //! strict Prometheus text parser reads, with the figures the traffic should have produced,
 //! and refuses to listen on an address that is not loopback unless `--admin-allow-remote` is
 //! given; the access log has a line per request naming the upstream and both times; and
-//! `SIGUSR2` replaces the binary under load without failing a request.
+//! `SIGUSR2` replaces the binary under load without failing a request, while a broken or a hung
+//! new binary leaves the old master serving.
 
 mod support;
 
@@ -555,16 +556,54 @@ fn an_upgrade_under_load_fails_no_request_in_both_modes() {
     }
 }
 
-/// A broken binary on `SIGUSR2`: one log line, and the proxy goes on serving as it was.
+/// A broken binary on `SIGUSR2`, in both listen modes: one log line, and the proxy goes on
+/// serving as it was.
 #[test]
-fn a_failing_new_binary_leaves_the_old_master_serving() {
+fn a_failing_new_binary_leaves_the_old_master_serving_in_both_modes() {
     if !has_procfs("a_failing_new_binary_leaves_the_old_master_serving") {
         return;
     }
     let bin = env!("CARGO_BIN_EXE_step07-reverse-proxy");
-    let args = ["--quiet", "--workers", "2", "--demo-upstreams", "1"];
-    eprintln!(
-        "{}",
-        upgrade::a_failing_new_binary_leaves_the_old_master_serving(bin, &args, 3)
-    );
+    for mode in ["shared", "reuseport"] {
+        let args = [
+            "--quiet",
+            "--workers",
+            "2",
+            "--listen",
+            mode,
+            "--demo-upstreams",
+            "1",
+        ];
+        // Two workers and the demo's upstream.
+        eprintln!(
+            "{mode}: {}",
+            upgrade::a_failing_new_binary_leaves_the_old_master_serving(bin, &args, 3)
+        );
+    }
+}
+
+/// A binary that hangs on `SIGUSR2`, in both listen modes: stopped after
+/// `--upgrade-timeout-ms`, one log line, the proxy serving as it was; a good one then takes
+/// over.
+#[test]
+fn a_hung_new_binary_is_stopped_after_the_timeout_in_both_modes() {
+    if !has_procfs("a_hung_new_binary_is_stopped_after_the_timeout") {
+        return;
+    }
+    let bin = env!("CARGO_BIN_EXE_step07-reverse-proxy");
+    for mode in ["shared", "reuseport"] {
+        let args = [
+            "--quiet",
+            "--workers",
+            "2",
+            "--listen",
+            mode,
+            "--demo-upstreams",
+            "1",
+        ];
+        eprintln!(
+            "{mode}: {}",
+            upgrade::a_hung_new_binary_is_stopped_after_the_timeout(bin, &args, 3)
+        );
+    }
 }

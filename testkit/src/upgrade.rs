@@ -67,12 +67,24 @@ impl Installed {
 
     /// Puts a program in place that fails at once, as a broken build would.
     pub fn break_it(&self) {
-        let script = self.dir.join("broken.sh");
-        fs::write(
-            &script,
+        self.replace_with_script(
+            "broken.sh",
             "#!/bin/sh\necho 'this build is broken' >&2\nexit 3\n",
-        )
-        .unwrap_or_else(|e| panic!("cannot write {script:?}: {e}"));
+        );
+    }
+
+    /// Puts a program in place that starts and then hangs, never ready, as a new binary stuck
+    /// at start-up would (a lock, a dead dependency): `sleep`, in the process the master
+    /// forked (`exec`), so that the master's `SIGTERM` reaches it.
+    pub fn hang_it(&self) {
+        self.replace_with_script("hung.sh", "#!/bin/sh\nexec sleep 60\n");
+    }
+
+    /// Writes `text` to an executable script `name` beside the copy, and installs it in the
+    /// copy's place.
+    fn replace_with_script(&self, name: &str, text: &str) {
+        let script = self.dir.join(name);
+        fs::write(&script, text).unwrap_or_else(|e| panic!("cannot write {script:?}: {e}"));
         fs::set_permissions(&script, fs::Permissions::from_mode(0o755))
             .unwrap_or_else(|e| panic!("cannot chmod {script:?}: {e}"));
         install(&script, &self.path);
@@ -227,6 +239,137 @@ pub fn a_failing_new_binary_leaves_the_old_master_serving(
     for _ in 0..10 {
         assert_eq!(master_of(&server), (master, 1), "{measured}");
     }
+    server.assert_no_panic();
+    measured
+}
+
+/// How long the scenario below gives a new binary (`--upgrade-timeout-ms`): short, so that
+/// the test is, and long enough for any healthy start on a busy machine not to matter here.
+const HUNG_TIMEOUT: Duration = Duration::from_millis(1000);
+
+/// `SIGUSR2` to the master of `bin` (started with `args` and `--upgrade-timeout-ms 1000`,
+/// running `children` processes) after its file was replaced by a program that starts and
+/// never becomes ready: the old master serves meanwhile, gives up on it no sooner than the
+/// timeout (one line: "not ready within"), sends it `SIGTERM` and reaps it (it is gone, not a
+/// zombie), and goes on serving with the same workers and nothing else. Then a good binary
+/// takes over as usual: nothing of the failed attempt stays in the way of the next one.
+pub fn a_hung_new_binary_is_stopped_after_the_timeout(
+    bin: &str,
+    args: &[&str],
+    children: usize,
+) -> String {
+    let installed = Installed::new(bin);
+    let timeout_ms = HUNG_TIMEOUT.as_millis().to_string();
+    let mut all = args.to_vec();
+    all.extend(["--upgrade-timeout-ms", &timeout_ms]);
+    let mut server = Server::start(installed.bin(), &all);
+    let master = server.pid();
+    let workers = server.wait_for_workers(children);
+    installed.hang_it();
+    server.signal(Signal::SIGUSR2);
+    let signalled = Instant::now();
+    // The new master: the one child of the master that is not a worker.
+    let successor = wait_for(Duration::from_secs(5), || {
+        server
+            .workers()
+            .into_iter()
+            .find(|pid| !workers.contains(pid))
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "SIGUSR2: no new master started; stderr: {:?}",
+            server.stderr_lines()
+        )
+    });
+    // While it hangs, the old master's workers serve.
+    while signalled.elapsed() < HUNG_TIMEOUT / 2 {
+        assert_eq!(master_of(&server), (master, 1), "while the new one hangs");
+        thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        procfs::is_running(successor),
+        "the hung new master (pid {successor}) is gone before its time; stderr: {:?}",
+        server.stderr_lines()
+    );
+    let lines_with = |server: &Server, text: &str| {
+        server
+            .stderr_lines()
+            .into_iter()
+            .filter(|line| line.contains(text))
+            .collect::<Vec<_>>()
+    };
+    let lines = wait_for(HUNG_TIMEOUT + Duration::from_secs(10), || {
+        Some(lines_with(&server, "upgrade failed")).filter(|lines| !lines.is_empty())
+    })
+    .unwrap_or_else(|| panic!("no `upgrade failed` line: {:?}", server.stderr_lines()));
+    let took = signalled.elapsed();
+    let measured = format!(
+        "a new binary that hangs, SIGUSR2 with a timeout of {} ms: given up after {:.2} s: {:?}",
+        HUNG_TIMEOUT.as_millis(),
+        took.as_secs_f64(),
+        lines[0]
+    );
+    assert!(
+        lines[0].contains("not ready within") && lines[0].contains(&format!("(pid {successor})")),
+        "{measured}: not the timeout's line, or not about pid {successor}"
+    );
+    // Given its time, and not much more: the master wakes at the deadline, not by chance.
+    assert!(
+        took >= HUNG_TIMEOUT && took < HUNG_TIMEOUT + Duration::from_secs(4),
+        "{measured}"
+    );
+    // Killed and reaped: no process left, not even a zombie's entry in /proc.
+    let gone = wait_for(Duration::from_secs(5), || {
+        (!procfs::exists(successor)).then_some(())
+    });
+    assert!(
+        gone.is_some(),
+        "{measured}: the hung new master is still there: state {:?}",
+        procfs::state(successor)
+    );
+    // Give a stray second line the time to show.
+    thread::sleep(Duration::from_millis(200));
+    assert_eq!(
+        lines_with(&server, "upgrade failed").len(),
+        1,
+        "{measured}: {:?}",
+        server.stderr_lines()
+    );
+    assert_eq!(
+        lines_with(&server, "not ready within").len(),
+        1,
+        "{measured}"
+    );
+    // The same workers, and nothing else under the master, zombie or not.
+    let left: Vec<_> = procfs::children_of(master).unwrap_or_default();
+    assert!(
+        left.len() == workers.len() && left.iter().all(|child| child.state != 'Z'),
+        "{measured}: the master's children {left:?}, its workers {workers:?}"
+    );
+    assert_eq!(server.workers(), workers, "{measured}: the workers changed");
+    for _ in 0..10 {
+        assert_eq!(master_of(&server), (master, 1), "{measured}");
+    }
+    // The next upgrade, with a good binary, goes through.
+    installed.rebuild();
+    server.signal(Signal::SIGUSR2);
+    let upgraded = wait_for(Duration::from_secs(10), || {
+        let (pid, generation) = master_of(&server);
+        (pid != master).then_some((pid, generation))
+    });
+    let Some((new_master, generation)) = upgraded else {
+        panic!(
+            "{measured}: then a good binary did not take over; stderr: {:?}",
+            server.stderr_lines()
+        )
+    };
+    assert_eq!(generation, 2, "{measured}");
+    let exited = server.wait_exit(Duration::from_secs(15));
+    assert!(
+        exited.is_some_and(|status| status.success()),
+        "{measured}: after the good upgrade the old master did not exit 0: {exited:?}"
+    );
+    stop_master(new_master, children, &measured);
     server.assert_no_panic();
     measured
 }
