@@ -355,14 +355,6 @@ pub fn one_thread_holds_a_thousand_slow_requests(target: &Target, _effort: Effor
     measured
 }
 
-/// Waits up to 5 s until the server has `count` running children (its workers); their pids.
-fn wait_for_workers(server: &Server, count: usize) -> Option<Vec<u32>> {
-    wait_for(Duration::from_secs(5), || {
-        let workers = server.workers();
-        (workers.len() == count).then_some(workers)
-    })
-}
-
 /// The cores this process may run on (and the servers it starts, which inherit it).
 fn cores() -> usize {
     thread::available_parallelism().map_or(1, |n| n.get())
@@ -373,7 +365,7 @@ pub fn a_worker_process_per_core(target: &Target, _effort: Effort) -> String {
     require_procfs();
     let server = target.start(&["--quiet"]);
     let cores = cores();
-    let workers = wait_for_workers(&server, cores);
+    let workers = server.try_wait_for_workers(cores);
     let seen = server.workers();
     match workers {
         Some(workers) => format!(
@@ -393,7 +385,7 @@ pub fn a_killed_worker_is_replaced(target: &Target, _effort: Effort) -> String {
     require_procfs();
     let server = target.start(&["--quiet"]);
     let cores = cores();
-    let Some(before) = wait_for_workers(&server, cores) else {
+    let Some(before) = server.try_wait_for_workers(cores) else {
         panic!("not {cores} workers to start with: {:?}", server.workers());
     };
     let load = SteadyLoad::start(server.addr(), "/", 4, Duration::from_millis(2), None);
@@ -434,7 +426,7 @@ pub fn a_reload_fails_no_request(target: &Target, _effort: Effort) -> String {
     require_procfs();
     let server = target.start(&["--quiet"]);
     let cores = cores();
-    let Some(old) = wait_for_workers(&server, cores) else {
+    let Some(old) = server.try_wait_for_workers(cores) else {
         panic!("not {cores} workers to start with: {:?}", server.workers());
     };
     let load = SteadyLoad::start(server.addr(), "/", 8, Duration::from_millis(2), None);

@@ -229,11 +229,21 @@ impl Server {
     ///
     /// When that does not happen within 10 s, or without `/proc`.
     pub fn wait_for_workers(&self, count: usize) -> Vec<u32> {
+        self.try_wait_for_workers(count)
+            .unwrap_or_else(|| panic!("expected {count} workers, found {:?}", self.workers()))
+    }
+
+    /// Like [`Server::wait_for_workers`], for a caller that explains the failure itself (a
+    /// model check, whose message is the student's hint): `None` after 10 s.
+    ///
+    /// # Panics
+    ///
+    /// Without `/proc`.
+    pub fn try_wait_for_workers(&self, count: usize) -> Option<Vec<u32>> {
         wait_for(Duration::from_secs(10), || {
             let workers = self.workers();
             (workers.len() == count).then_some(workers)
         })
-        .unwrap_or_else(|| panic!("expected {count} workers, found {:?}", self.workers()))
     }
 
     pub fn url(&self, path: &str) -> String {

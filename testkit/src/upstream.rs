@@ -29,6 +29,8 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use common::body::{BodyDecoder, Framing};
+
 use crate::acceptor::Acceptor;
 
 /// `GET /gzip`'s body: `gzip.compress(b"hello, gzip\n", mtime=0)`.
@@ -201,7 +203,7 @@ fn serve(mut stream: TcpStream, name: &str, state: &State) {
     let _ = stream.set_nodelay(true);
     let mut buf = Vec::new();
     while !state.stop.load(Ordering::SeqCst) {
-        let Some((head, length, chunked)) = read_head(&mut stream, &mut buf) else {
+        let Some((head, framing)) = read_head(&mut stream, &mut buf) else {
             return;
         };
         state.requests.fetch_add(1, Ordering::SeqCst);
@@ -219,7 +221,7 @@ fn serve(mut stream: TcpStream, name: &str, state: &State) {
         };
         let pace = Duration::from_micros(param("pace_us"));
         let head_only = head.starts_with("HEAD ");
-        let Some((bytes, hash)) = read_body(&mut stream, &mut buf, length, chunked, pace) else {
+        let Some((bytes, hash)) = read_body(&mut stream, &mut buf, framing, pace) else {
             return;
         };
         // By the last segment, so that any route prefix reaches the same behaviour.
@@ -279,8 +281,8 @@ fn serve(mut stream: TcpStream, name: &str, state: &State) {
     }
 }
 
-/// Reads one request head: its text, its `Content-Length` and whether it is chunked.
-fn read_head(stream: &mut TcpStream, buf: &mut Vec<u8>) -> Option<(String, u64, bool)> {
+/// Reads one request head: its text and how its body is framed.
+fn read_head(stream: &mut TcpStream, buf: &mut Vec<u8>) -> Option<(String, Framing)> {
     loop {
         if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
             let head = String::from_utf8_lossy(&buf[..end + 4]).into_owned();
@@ -293,11 +295,13 @@ fn read_head(stream: &mut TcpStream, buf: &mut Vec<u8>) -> Option<(String, u64, 
                         .then(|| value.trim().to_string())
                 })
             };
-            let length = field("content-length")
-                .and_then(|l| l.parse().ok())
-                .unwrap_or(0);
-            let chunked = field("transfer-encoding").is_some_and(|te| te.contains("chunked"));
-            return Some((head, length, chunked));
+            let framing = if field("transfer-encoding").is_some_and(|te| te.contains("chunked")) {
+                Framing::Chunked
+            } else {
+                let length = field("content-length").and_then(|l| l.parse().ok());
+                Framing::Length(length.unwrap_or(0))
+            };
+            return Some((head, framing));
         }
         fill(stream, buf)?;
     }
@@ -314,63 +318,30 @@ fn fill(stream: &mut TcpStream, buf: &mut Vec<u8>) -> Option<()> {
     }
 }
 
-/// Reads a body, pausing `pace` after each read; its length and checksum.
+/// Reads a body framed as `framing`, pausing `pace` before each read; its length and
+/// checksum. Decoded by `common`'s decoder, the one the servers use: this upstream plays a
+/// server, not a judge (the strict, independent reading is [`crate::recorder`]'s).
 fn read_body(
     stream: &mut TcpStream,
     buf: &mut Vec<u8>,
-    length: u64,
-    chunked: bool,
+    framing: Framing,
     pace: Duration,
 ) -> Option<(u64, u64)> {
-    let mut sum = (0u64, FNV_START);
-    let more = |stream: &mut TcpStream, buf: &mut Vec<u8>| {
+    let mut decoder = BodyDecoder::new(framing);
+    let mut hash = FNV_START;
+    loop {
+        let used = decoder
+            .decode(buf, |data| hash = fnv(hash, data))
+            .ok()?;
+        // What follows the body is the next request.
+        buf.drain(..used);
+        if decoder.is_done() {
+            return Some((decoder.data_bytes(), hash));
+        }
         if !pace.is_zero() {
             thread::sleep(pace);
         }
-        fill(stream, buf)
-    };
-    // The next `left` bytes, counted into `sum` (length, checksum).
-    let take = |stream: &mut TcpStream, buf: &mut Vec<u8>, sum: &mut (u64, u64), mut left: u64| {
-        while left > 0 {
-            if buf.is_empty() {
-                more(stream, buf)?;
-            }
-            let count = buf.len().min(usize::try_from(left).unwrap_or(usize::MAX));
-            sum.1 = fnv(sum.1, &buf[..count]);
-            sum.0 += count as u64;
-            buf.drain(..count);
-            left -= count as u64;
-        }
-        Some(())
-    };
-    // The CRLF that ends a chunk, and the body.
-    let crlf = |stream: &mut TcpStream, buf: &mut Vec<u8>| {
-        while buf.len() < 2 {
-            more(stream, buf)?;
-        }
-        buf.drain(..2);
-        Some(())
-    };
-    if !chunked {
-        take(stream, buf, &mut sum, length)?;
-        return Some(sum);
-    }
-    loop {
-        let line_end = loop {
-            match buf.windows(2).position(|w| w == b"\r\n") {
-                Some(end) => break end,
-                None => more(stream, buf)?,
-            }
-        };
-        let line = String::from_utf8_lossy(&buf[..line_end]).into_owned();
-        let size = u64::from_str_radix(line.split(';').next()?.trim(), 16).ok()?;
-        buf.drain(..line_end + 2);
-        // No trailers from our proxy: after the last chunk, the final CRLF.
-        take(stream, buf, &mut sum, size)?;
-        crlf(stream, buf)?;
-        if size == 0 {
-            return Some(sum);
-        }
+        fill(stream, buf)?;
     }
 }
 
