@@ -1,6 +1,8 @@
 //! The proxy's own upstream client, as a client and an upstream see it: header names and
 //! values pass byte for byte both ways (no lower-casing, no field of its own); trailers reach a
-//! client that reads chunks; interim answers are skipped; a pooled connection that the
+//! client that reads chunks; interim answers are skipped; `Expect: 100-continue` is answered
+//! by the proxy and not passed on; 204 and 304 carry no body and leave both connections
+//! usable; an answer with `Connection: close` is not pooled; a pooled connection that the
 //! upstream closed as it was reused is retried on a fresh one when that is safe, and an
 //! upstream that closes idle connections at random moments fails no request; a WebSocket
 //! passes through, and a silent one is closed after the read timeout; and `--upstream-client
