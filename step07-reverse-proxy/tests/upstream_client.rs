@@ -199,9 +199,9 @@ fn expect_100_continue_is_answered_by_the_proxy_and_not_passed_on() {
 fn a_204_and_a_304_reach_the_client_without_a_body_and_both_connections_go_on() {
     let recorder = Recorder::start_with(|request: &Recorded| match request.target.as_str() {
         "/empty" => keep_alive("HTTP/1.1 204 No Content\r\nX-Kind: empty\r\n\r\n"),
-        "/cached" => keep_alive(
-            "HTTP/1.1 304 Not Modified\r\nETag: \"v1\"\r\nContent-Length: 5\r\n\r\n",
-        ),
+        "/cached" => {
+            keep_alive("HTTP/1.1 304 Not Modified\r\nETag: \"v1\"\r\nContent-Length: 5\r\n\r\n")
+        }
         _ => {
             let body = format!("seen {}", request.target);
             keep_alive(&format!(
@@ -244,7 +244,10 @@ fn a_204_and_a_304_reach_the_client_without_a_body_and_both_connections_go_on() 
     }
     // Every answer ended cleanly, so one upstream connection carried them all.
     let connections: Vec<usize> = recorder.requests().iter().map(|r| r.connection).collect();
-    assert_eq!(connections, [0; 8], "the upstream connection of each request");
+    assert_eq!(
+        connections, [0; 8],
+        "the upstream connection of each request"
+    );
     proxy.server.assert_no_panic();
 }
 
@@ -481,7 +484,10 @@ fn an_upstream_that_closes_idle_connections_at_random_fails_no_request() {
     // The upstream did close connections under the proxy's feet, many times...
     assert!(closed > 50, "{measured}: too few closes");
     // ...and some of those closes crossed a request, which the proxy sent again.
-    assert!(retried > 0, "{measured}: the stale-connection retry never ran");
+    assert!(
+        retried > 0,
+        "{measured}: the stale-connection retry never ran"
+    );
     proxy.server.assert_no_panic();
 }
 

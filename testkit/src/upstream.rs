@@ -330,9 +330,7 @@ fn read_body(
     let mut decoder = BodyDecoder::new(framing);
     let mut hash = FNV_START;
     loop {
-        let used = decoder
-            .decode(buf, |data| hash = fnv(hash, data))
-            .ok()?;
+        let used = decoder.decode(buf, |data| hash = fnv(hash, data)).ok()?;
         // What follows the body is the next request.
         buf.drain(..used);
         if decoder.is_done() {
