@@ -38,15 +38,49 @@ pub struct ListenOptions {
 /// One line saying which address failed and why, ready for [`crate::args::fail`]:
 /// `cannot listen on 127.0.0.1:8090: Address already in use`.
 pub fn bind_listener(host: &str, port: u16, options: ListenOptions) -> Result<TcpListener, String> {
-    let address = (host, port)
+    let address = resolve(host, port)?;
+    open(address, options, true)
+        .map_err(|errno| format!("cannot listen on {address}: {}", errno.desc()))
+}
+
+/// Binds `host:port` as [`bind_listener`] does, but does not listen yet: the socket holds the
+/// address, and no connection is queued in it until [`start_listening`]. For a socket of an
+/// `SO_REUSEPORT` group made for a process that is not serving yet (step 06's successor on
+/// `SIGUSR2`): a listening socket of the group gets its share of new connections at once, and
+/// if nobody ever accepts them they wait there, then are reset.
+///
+/// # Errors
+///
+/// As [`bind_listener`].
+pub fn bind_unlistened(
+    host: &str,
+    port: u16,
+    options: ListenOptions,
+) -> Result<TcpListener, String> {
+    let address = resolve(host, port)?;
+    open(address, options, false)
+        .map_err(|errno| format!("cannot bind {address}: {}", errno.desc()))
+}
+
+/// Makes a socket from [`bind_unlistened`] listen, with [`bind_listener`]'s backlog. On a
+/// socket that listens already it changes nothing.
+///
+/// # Errors
+///
+/// When `listen` fails.
+pub fn start_listening(listener: &TcpListener) -> nix::Result<()> {
+    listen(listener, Backlog::MAXCONN)
+}
+
+fn resolve(host: &str, port: u16) -> Result<SocketAddr, String> {
+    (host, port)
         .to_socket_addrs()
         .map_err(|error| format!("cannot listen on {host}:{port}: {error}"))?
         .next()
-        .ok_or_else(|| format!("cannot listen on {host}:{port}: no address found"))?;
-    open(address, options).map_err(|errno| format!("cannot listen on {address}: {}", errno.desc()))
+        .ok_or_else(|| format!("cannot listen on {host}:{port}: no address found"))
 }
 
-fn open(address: SocketAddr, options: ListenOptions) -> nix::Result<TcpListener> {
+fn open(address: SocketAddr, options: ListenOptions, listening: bool) -> nix::Result<TcpListener> {
     let family = if address.is_ipv4() {
         AddressFamily::Inet
     } else {
@@ -60,7 +94,9 @@ fn open(address: SocketAddr, options: ListenOptions) -> nix::Result<TcpListener>
         setsockopt(&fd, sockopt::ReusePort, &true)?;
     }
     bind(fd.as_raw_fd(), &SockaddrStorage::from(address))?;
-    listen(&fd, Backlog::MAXCONN)?;
+    if listening {
+        listen(&fd, Backlog::MAXCONN)?;
+    }
     if options.nonblocking {
         fcntl(&fd, FcntlArg::F_SETFL(OFlag::O_NONBLOCK))?;
     }
@@ -131,14 +167,18 @@ pub fn close_unadopted() {
 }
 
 /// Takes ownership of descriptor `fd`, which this process did not open, as a listening socket,
-/// after checking that it is one: an open TCP socket in the listening state.
+/// after checking that it is one: an open TCP socket in the listening state, or, with
+/// `options.reuse_port`, one bound to a port that has yet to [listen](start_listening) (see
+/// [`bind_unlistened`]).
 fn adopt(fd: RawFd, options: ListenOptions) -> Result<TcpListener, String> {
     let owned = own_inherited(fd)?;
     let kind = getsockopt(&owned, sockopt::SockType).map_err(|errno| errno.desc().to_string())?;
     if kind != SockType::Stream {
         return Err("not a stream socket".into());
     }
-    if !getsockopt(&owned, sockopt::AcceptConn).map_err(|errno| errno.desc().to_string())? {
+    let listening =
+        getsockopt(&owned, sockopt::AcceptConn).map_err(|errno| errno.desc().to_string())?;
+    if !listening && !options.reuse_port {
         return Err("a socket that is not listening".into());
     }
     // The old master cleared close-on-exec so that the descriptor survived its `exec`; set it
@@ -149,9 +189,12 @@ fn adopt(fd: RawFd, options: ListenOptions) -> Result<TcpListener, String> {
     }
     let listener = TcpListener::from(owned);
     // A Unix socket would pass the checks above; a TCP listener has an IP address.
-    listener
+    let address = listener
         .local_addr()
         .map_err(|error| format!("not a TCP socket: {error}"))?;
+    if address.port() == 0 {
+        return Err("a socket bound to no port".into());
+    }
     Ok(listener)
 }
 
@@ -318,6 +361,37 @@ mod tests {
         // Far above any descriptor a test opens (closing one of ours to reuse its number
         // would race with the tests running beside this one).
         assert!(adopt(1 << 20, ListenOptions::default()).is_err());
+    }
+
+    #[test]
+    fn a_reuseport_socket_may_come_bound_and_listen_later() {
+        let options = ListenOptions {
+            reuse_port: true,
+            nonblocking: false,
+        };
+        let bound = bind_unlistened("127.0.0.1", 0, options).expect("bind");
+        let address = bound.local_addr().expect("address");
+        assert!(!getsockopt(&bound, sockopt::AcceptConn).expect("SO_ACCEPTCONN"));
+        // Nothing listens there yet: a connection is refused, not queued.
+        assert!(TcpStream::connect(address).is_err());
+        let adopted = adopt(bound.into_raw_fd(), options).expect("a bound reuseport socket");
+        start_listening(&adopted).expect("listen");
+        assert!(TcpStream::connect(address).is_ok());
+        // Listening twice changes nothing.
+        start_listening(&adopted).expect("listen again");
+        // Not for a shared socket, which its workers accept from at once; and never unbound.
+        let shared = bind_unlistened("127.0.0.1", 0, ListenOptions::default()).expect("bind");
+        let error = adopt(shared.into_raw_fd(), ListenOptions::default()).unwrap_err();
+        assert!(error.contains("not listening"), "{error}");
+        let unbound = socket(
+            AddressFamily::Inet,
+            SockType::Stream,
+            SockFlag::empty(),
+            None,
+        )
+        .expect("socket");
+        let error = adopt(unbound.into_raw_fd(), options).unwrap_err();
+        assert!(error.contains("no port"), "{error}");
     }
 
     #[test]

@@ -19,7 +19,7 @@
 use std::fmt;
 use std::net::{SocketAddr, TcpListener};
 
-use common::listen::{ListenOptions, bind_listener, inherited};
+use common::listen::{ListenOptions, bind_listener, bind_unlistened, inherited, start_listening};
 
 /// The main listening socket's name in [`common::listen::INHERITED_VARIABLE`].
 pub const MAIN_LISTENER: &str = "main";
@@ -116,16 +116,23 @@ impl Listening {
         }
     }
 
-    /// In a worker just forked, or in the child that is about to exec a new master (see
-    /// [`crate::upgrade`]): its listening socket, inherited or bound now. A reuseport master's
-    /// successor gets a fresh socket of the group, as a worker does.
+    /// In a worker just forked: its listening socket, inherited or bound now.
     ///
     /// # Errors
     ///
-    /// When a reuseport worker cannot bind its socket.
+    /// When a reuseport worker cannot bind its socket, or make the inherited one listen.
     pub(crate) fn for_worker(&mut self) -> Result<TcpListener, String> {
         match (self.socket.take(), self.mode) {
-            (Some(socket), _) => Ok(socket),
+            (Some(socket), ListenMode::Reuseport) => {
+                // A successor's first worker: its socket was bound for it, and listens only now
+                // that a worker will accept from it (see `for_successor`). Otherwise it listens
+                // already, and this changes nothing.
+                start_listening(&socket).map_err(|errno| {
+                    format!("cannot listen on {}: {}", self.address, errno.desc())
+                })?;
+                Ok(socket)
+            }
+            (Some(socket), ListenMode::Shared) => Ok(socket),
             (None, ListenMode::Reuseport) => {
                 let options = ListenOptions {
                     reuse_port: true,
@@ -135,6 +142,28 @@ impl Listening {
             }
             // The master keeps the shared socket for as long as it forks workers.
             (None, ListenMode::Shared) => Err("the shared listening socket is gone".into()),
+        }
+    }
+
+    /// In the child that is about to exec a new master (see [`crate::upgrade`]): the socket to
+    /// hand over. Shared: the socket itself. Reuseport: a fresh socket of the group, bound but
+    /// not listening, which its first worker makes listen. A listening one would get its share
+    /// of new connections from the moment it is bound; if the new binary failed or hung, they
+    /// would wait there, never accepted, and then be reset.
+    ///
+    /// # Errors
+    ///
+    /// When the reuseport socket cannot be bound.
+    pub(crate) fn for_successor(&mut self) -> Result<TcpListener, String> {
+        match self.mode {
+            ListenMode::Shared => self.for_worker(),
+            ListenMode::Reuseport => {
+                let options = ListenOptions {
+                    reuse_port: true,
+                    nonblocking: true,
+                };
+                bind_unlistened(&self.address.ip().to_string(), self.address.port(), options)
+            }
         }
     }
 }

@@ -215,7 +215,7 @@ impl Master {
         let (generation, timeout) = (self.predecessor.generation, self.config.upgrade_timeout);
         let start = Upgrade::start(self.signals, generation, timeout, || {
             // In the child, which execs next.
-            let main = listening.for_worker()?;
+            let main = listening.for_successor()?;
             let mut listeners = vec![(MAIN_LISTENER, OwnedFd::from(main))];
             for (name, fd) in body.listeners_to_hand_over() {
                 let fd = fd

@@ -28,7 +28,10 @@
 //!
 //! With `--listen reuseport` the old master has no socket to hand over (its workers each own
 //! one): the child binds a fresh socket of the `SO_REUSEPORT` group for its successor, which
-//! its first worker takes, as at start-up. The old workers' sockets close when they exit, and
+//! its first worker takes, as at start-up. Bound, not listening: the first worker makes it
+//! listen when it can accept. A socket of the group that listens gets its share of new
+//! connections at once, and a new binary that failed or hung would leave them queued there,
+//! never accepted, until they were reset. The old workers' sockets close when they exit, and
 //! a connection still queued in one of them then is reset by the kernel (unless
 //! `net.ipv4.tcp_migrate_req` is 1): nginx has the same window. We make it small by retiring
 //! the old workers only once every new worker has bound its socket.

@@ -5,6 +5,7 @@
 //! (a new file under the same name), or with a program that fails at once.
 
 use std::fs;
+use std::net::SocketAddr;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -15,6 +16,7 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
+use crate::client::{Client, Response};
 use crate::load::SteadyLoad;
 use crate::procfs;
 use crate::server::Server;
@@ -283,11 +285,25 @@ pub fn a_hung_new_binary_is_stopped_after_the_timeout(
             server.stderr_lines()
         )
     });
-    // While it hangs, the old master's workers serve.
+    // While it hangs, the old master's workers answer every new connection: none waits at a
+    // socket that nobody accepts from (in reuseport mode, one of the group bound for the new
+    // master, if it listened before a worker of its own did).
+    let mut answered = 0;
     while signalled.elapsed() < HUNG_TIMEOUT / 2 {
-        assert_eq!(master_of(&server), (master, 1), "while the new one hangs");
-        thread::sleep(Duration::from_millis(50));
+        let stats = get_within(server.addr(), "/stats", Duration::from_secs(2))
+            .unwrap_or_else(|error| {
+                panic!("while the new binary hangs, connection {answered} got no answer: {error}")
+            })
+            .json();
+        assert_eq!(
+            stats["master_pid"].as_u64(),
+            Some(u64::from(master)),
+            "while the new one hangs: {stats}"
+        );
+        answered += 1;
+        thread::sleep(Duration::from_millis(5));
     }
+    assert!(answered >= 10, "only {answered} requests while it hung");
     if signalled.elapsed() < HUNG_TIMEOUT {
         assert!(
             procfs::is_running(successor),
@@ -376,6 +392,14 @@ pub fn a_hung_new_binary_is_stopped_after_the_timeout(
     stop_master(new_master, children, &measured);
     server.assert_no_panic();
     measured
+}
+
+/// One `GET path` on a fresh connection, given `within` to answer (not the tests' 30 s).
+fn get_within(addr: SocketAddr, path: &str, within: Duration) -> std::io::Result<Response> {
+    let mut client = Client::try_connect(addr)?;
+    client.stream().set_read_timeout(Some(within))?;
+    client.send(format!("GET {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n").as_bytes());
+    client.try_read_response(false)
 }
 
 /// In a container the master is PID 1, whose exit would stop every process of its namespace:
