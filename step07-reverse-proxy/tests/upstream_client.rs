@@ -443,8 +443,10 @@ fn random_round(addr: SocketAddr, round: u64) -> Vec<(u64, usize, u16, String)> 
         .collect()
 }
 
-/// The most rounds of [`random_round`] the test below runs to see the retry exercised.
-const MAX_ROUNDS: u64 = 10;
+/// The most rounds of [`random_round`] the test below runs to see the retry exercised. A round
+/// brings a retry about one time in three or four here (a close must cross a request on the
+/// wire), so this is a wide margin: a test whose retry never ran, not a slow machine, fails.
+const MAX_ROUNDS: u64 = 40;
 
 #[test]
 fn an_upstream_that_closes_idle_connections_at_random_fails_no_request() {
