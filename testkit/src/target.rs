@@ -151,6 +151,27 @@ impl Target {
         more: &[&str],
         open_files: Option<u64>,
     ) -> Result<Server, String> {
+        // The port chosen for `{port}` was free a moment ago; a client connecting meanwhile
+        // may have taken it as its own (ephemeral) port. That start is not the server's fault:
+        // try another port, twice at most.
+        let mut attempts = 1;
+        loop {
+            let started = self.start_once(more, open_files);
+            match started {
+                Err(error)
+                    if self.placeholder
+                        && attempts < 3
+                        && error.contains("Address already in use") =>
+                {
+                    attempts += 1;
+                }
+                started => return started,
+            }
+        }
+    }
+
+    /// One start of [`Target::try_start_limited`], on a fresh free port for `{port}`.
+    fn start_once(&self, more: &[&str], open_files: Option<u64>) -> Result<Server, String> {
         let port = if self.placeholder {
             Some(free_port()?)
         } else {
@@ -262,8 +283,8 @@ impl Target {
     }
 }
 
-/// A port that was free a moment ago (the kernel's pick for port 0; a race with another
-/// program binding it meanwhile is possible but rare).
+/// A port that was free a moment ago (the kernel's pick for port 0; another program may take
+/// it meanwhile, which [`Target::try_start_limited`] retries).
 fn free_port() -> Result<u16, String> {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|listener| listener.local_addr())
