@@ -298,16 +298,17 @@ fn each_starter_fails_the_checks_its_exercises_break() {
             assert!(bin.exists(), "{} is not built", bin.display());
             let bin = bin.to_string_lossy().into_owned();
             std::thread::spawn(move || {
+                let started = std::time::Instant::now();
                 let (status, report) = grade(
                     &["--step", step, "--quick", "--jobs", "8"],
                     &[&bin, "--port", "{port}"],
                 );
-                (crate_name, status, report)
+                (crate_name, status, report, started.elapsed())
             })
         })
         .collect();
     for grading in gradings {
-        let Ok((crate_name, status, report)) = grading.join() else {
+        let Ok((crate_name, status, report, took)) = grading.join() else {
             panic!("a grading thread panicked");
         };
         let exercises = exercises_of(crate_name);
@@ -320,8 +321,9 @@ fn each_starter_fails_the_checks_its_exercises_break() {
             .flatten()
             .find(|check| check["result"] == "fail");
         eprintln!(
-            "{crate_name} starter: {} passed, {} failed, {} skipped; first failure: {}: {}\n  \
-             the server panicked: {}\n  hint: {}",
+            "{crate_name} starter, graded in {:.1} s: {} passed, {} failed, {} skipped; first \
+             failure: {}: {}\n  the server panicked: {}\n  hint: {}",
+            took.as_secs_f64(),
             passed.len(),
             with_result(&report, "fail").len(),
             with_result(&report, "skip").len(),
