@@ -240,7 +240,10 @@ fn nginx_passes_what_a_file_server_can_and_fails_the_rest_with_hints() {
         .map(|check| check.name.to_string())
         .collect();
     for name in NGINX_ANSWERS_OTHERWISE {
-        assert!(static_pages.contains(name), "{name} is not a static-pages check");
+        assert!(
+            static_pages.contains(name),
+            "{name} is not a static-pages check"
+        );
     }
     let step06 = testkit::checks::step(6).map_or(&[][..], |step| step.checks);
     let expected: BTreeSet<String> = static_pages
