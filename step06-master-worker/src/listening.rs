@@ -221,3 +221,48 @@ fn watch_exclusively(poller: &Poller, listener: &TcpListener, token: Token) -> i
 fn watch_exclusively(poller: &Poller, listener: &TcpListener, token: Token) -> io::Result<()> {
     poller.register(listener, token, step05_epoll_kqueue::Interest::READABLE)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::TcpStream;
+    use std::time::Duration;
+
+    use step05_epoll_kqueue::Event;
+
+    fn wait(poller: &mut Poller, ms: u64) -> Vec<Event> {
+        let mut events = Vec::new();
+        poller
+            .wait(&mut events, Some(Duration::from_millis(ms)))
+            .unwrap();
+        events
+    }
+
+    #[test]
+    fn the_shared_listener_is_watched_only_while_the_loop_can_accept() {
+        let mut poller = Poller::new().unwrap();
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let address = listener.local_addr().unwrap();
+        let mut watch = ListenerWatch::default();
+        watch.watch(&poller, &listener, Token(9)).unwrap();
+        // Registered in the poller's own epoll instance, with its token.
+        let _first = TcpStream::connect(address).unwrap();
+        let events = wait(&mut poller, 1000);
+        assert_eq!(
+            events.first().map(|e| (e.token, e.readable)),
+            Some((Token(9), true)),
+            "{events:?}"
+        );
+        assert!(!watch.can_accept(&poller, &listener, true), "no change");
+
+        // Full: out of the poller, so a new client wakes nobody here.
+        assert!(!watch.can_accept(&poller, &listener, false));
+        let _second = TcpStream::connect(address).unwrap();
+        assert!(wait(&mut poller, 100).is_empty());
+
+        // Back: watched again, and the loop is told to accept what queued meanwhile.
+        assert!(watch.can_accept(&poller, &listener, true));
+        let _third = TcpStream::connect(address).unwrap();
+        assert!(wait(&mut poller, 1000).iter().any(|e| e.token == Token(9)));
+    }
+}

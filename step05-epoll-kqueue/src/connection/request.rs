@@ -13,7 +13,7 @@ use common::parse::parse_head;
 use common::{Reply, Response};
 
 use super::{Connection, Context, State, Step};
-use crate::hook::WorkId;
+use crate::hook::{Work, WorkId};
 
 /// A request whose body is still arriving.
 pub(super) struct Body {
@@ -107,15 +107,17 @@ impl Connection {
             // everyone else until it comes. The blocking steps slept here.
             Some(cx.now + delay)
         } else {
+            // `--blocking-sleep`: the delay is a blocking call.
+            let sleep: Work = Box::new(move || thread::sleep(delay));
             let id = WorkId {
                 token: self.token,
                 serial: self.serial,
             };
-            match cx.hook.offload(id, Box::new(move || thread::sleep(delay))) {
+            match cx.hook.offload(id, sleep) {
                 // Step 06: a thread pool sleeps instead of us, and the loop hears when it is done.
                 Ok(()) => None,
-                // `--blocking-sleep`: a blocking call on the loop's one thread. Every other
-                // client waits for it, and so does our clock.
+                // Here it is made on the loop's one thread. Every other client waits for it, and
+                // so does our clock.
                 Err(sleep) => {
                     sleep();
                     cx.now = Instant::now();
