@@ -29,7 +29,12 @@ pub trait Hook {
     /// # Errors
     ///
     /// When the poller refuses it; the loop cannot run then.
-    fn watch_listener(&mut self, poller: &Poller, listener: &TcpListener, token: Token) -> io::Result<()> {
+    fn watch_listener(
+        &mut self,
+        poller: &Poller,
+        listener: &TcpListener,
+        token: Token,
+    ) -> io::Result<()> {
         poller.register(listener, token, Interest::READABLE)
     }
 

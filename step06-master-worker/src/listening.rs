@@ -171,7 +171,12 @@ impl ListenerWatch {
     /// # Errors
     ///
     /// When the poller refuses it.
-    pub fn watch(&mut self, poller: &Poller, listener: &TcpListener, token: Token) -> io::Result<()> {
+    pub fn watch(
+        &mut self,
+        poller: &Poller,
+        listener: &TcpListener,
+        token: Token,
+    ) -> io::Result<()> {
         watch_exclusively(poller, listener, token)?;
         (self.token, self.watched) = (Some(token), true);
         Ok(())
