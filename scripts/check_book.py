@@ -6,7 +6,7 @@ Three checks, static and fast (a second) unless --run is given:
 
 names    Every name the book sets in `code` in README.md and docs/ must exist: a file or
          directory (`src/zone.rs`, `scripts/fairness.py`), a Rust item (`Queue::push_blocking`,
-         `Offload`), a test, a function or a setting (`no_zombie_after_200_connections`,
+         `Hook`), a test, a function or a setting (`no_zombie_after_200_connections`,
          `read_timeout_ms`), an option of one of our programs (`--max-children`), an
          exercise (`take-a-slot`), and the scripts and options of inline commands
          (`python3 scripts/fairness.py step04-threadpool -- --workers 100`). A name counts as
@@ -261,7 +261,7 @@ def check_command(tree, span):
         words, after = words[:words.index("--")], words[words.index("--") + 1:]
     checks = []
     if script == "scripts/experiment.py":
-        # experiment.py [--hold S] STEP [step options] -- [accesses.py options]
+        # experiment.py [--hold S] [--wait S] STEP [step options] -- [accesses.py options]
         checks.append((words, tree.options, "no step has an option"))
         checks.append((after, tree.script_options.get("scripts/accesses.py"), "accesses.py has no option"))
     else:
@@ -273,7 +273,8 @@ def check_command(tree, span):
             continue
         for word in given:
             option = word.split("=")[0]
-            if option.startswith("--") and option not in known and option not in ("--hold",):
+            own = tree.script_options.get(script, set()) if script == "scripts/experiment.py" else set()
+            if option.startswith("--") and option not in known and option not in own:
                 return f"{message} {option}"
     return None
 
@@ -647,7 +648,7 @@ def check_commands(tree, pages):
 # (the long measurements, those that need nginx or a browser, load against a server started
 # by hand) are checked statically only.
 QUICK_LIMITS = {"-n": 20, "-c": 20, "--requests": 20, "--concurrency": 20, "--keys": 200,
-                "--duration": 1, "--hold": 0, "--idle": 0, "--delay-ms": 100, "--runs": 1,
+                "--duration": 1, "--hold": 0, "--wait": 0, "--idle": 0, "--delay-ms": 100, "--runs": 1,
                 "--rate": 50, "--timeout": 10}
 QUICK_SCRIPTS = {"experiment.py", "plot_trace.py", "memory.py",
                  "fairness.py", "key_movement.py", "chat_clients.py", "compare", "stepdiff"}

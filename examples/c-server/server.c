@@ -14,7 +14,7 @@
  *     is left, so no zombie stays;
  *   - one read() was taken for one request: here bytes are gathered until the head is complete,
  *     and what follows it is the next (pipelined) request;
- *   - listen(fd, 3) and exit on any accept error: here SOMAXCONN, and an error ends only that
+ *   - listen(fd, 10) and exit on any accept error: here SOMAXCONN, and an error ends only that
  *     attempt.
  *
  * The signals (SIGCHLD, SIGTERM, SIGINT) are blocked, and let in only while the process waits

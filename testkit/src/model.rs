@@ -112,7 +112,8 @@ pub fn a_process_per_connection(target: &Target, _effort: Effort) -> String {
     });
     let burst = concurrent_gets(server.addr(), "/sleep?ms=500", 10);
     let most = stop_sampling(sampling).into_iter().max().unwrap_or(0);
-    let measured = format!("10 × /sleep?ms=500 in flight: at most {most} child processes at once");
+    let measured =
+        format!("10 × /sleep?ms=500 in flight: a peak of {most} child processes at once");
     assert_eq!(
         burst.count_status(200),
         10,

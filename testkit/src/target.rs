@@ -151,48 +151,44 @@ impl Target {
         more: &[&str],
         open_files: Option<u64>,
     ) -> Result<Server, String> {
-        // The port chosen for `{port}` was free a moment ago; a client connecting meanwhile
-        // may have taken it as its own (ephemeral) port. That start is not the server's fault:
-        // try another port, twice at most.
-        let mut attempts = 1;
-        loop {
-            let started = self.start_once(more, open_files);
-            match started {
-                Err(error)
+        // A port that was free when we asked can be taken before the server binds it: an
+        // outgoing connection of another test may get it as its local port. A server that
+        // then says so (`Address already in use`, in its words or in perror's) is started
+        // again on another port, twice at most.
+        let mut attempts = 0;
+        let mut server = loop {
+            let port = if self.placeholder {
+                Some(free_port()?)
+            } else {
+                None
+            };
+            let mut command = self.command_line(port, more);
+            if let Some(limit) = open_files {
+                // SAFETY: between fork and exec only async-signal-safe calls are allowed;
+                // setrlimit is one, and the closure touches no lock or allocation.
+                unsafe {
+                    command.pre_exec(move || {
+                        nix::sys::resource::setrlimit(
+                            nix::sys::resource::Resource::RLIMIT_NOFILE,
+                            limit,
+                            limit,
+                        )
+                        .map_err(std::io::Error::from)
+                    });
+                }
+            }
+            attempts += 1;
+            match Server::spawn(command, self.name.clone(), port) {
+                Err(why)
                     if self.placeholder
                         && attempts < 3
-                        && error.contains("Address already in use") =>
+                        && why.contains("Address already in use") =>
                 {
-                    attempts += 1;
+                    continue;
                 }
-                started => return started,
+                started => break started?,
             }
-        }
-    }
-
-    /// One start of [`Target::try_start_limited`], on a fresh free port for `{port}`.
-    fn start_once(&self, more: &[&str], open_files: Option<u64>) -> Result<Server, String> {
-        let port = if self.placeholder {
-            Some(free_port()?)
-        } else {
-            None
         };
-        let mut command = self.command_line(port, more);
-        if let Some(limit) = open_files {
-            // SAFETY: between fork and exec only async-signal-safe calls are allowed;
-            // setrlimit is one, and the closure touches no lock or allocation.
-            unsafe {
-                command.pre_exec(move || {
-                    nix::sys::resource::setrlimit(
-                        nix::sys::resource::Resource::RLIMIT_NOFILE,
-                        limit,
-                        limit,
-                    )
-                    .map_err(std::io::Error::from)
-                });
-            }
-        }
-        let mut server = Server::spawn(command, self.name.clone(), port)?;
         if let Some(grace) = self.stop_grace {
             server.stop_gracefully(grace);
         }
@@ -283,11 +279,59 @@ impl Target {
     }
 }
 
-/// A port that was free a moment ago (the kernel's pick for port 0; another program may take
-/// it meanwhile, which [`Target::try_start_limited`] retries).
+/// A port that was free a moment ago (the kernel's pick for port 0; a race with another
+/// program binding it meanwhile is possible but rare).
 fn free_port() -> Result<u16, String> {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|listener| listener.local_addr())
         .map(|addr| addr.port())
         .map_err(|error| format!("cannot find a free port: {error}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::fs;
+    use std::net::TcpStream;
+    use std::os::unix::fs::PermissionsExt;
+
+    /// A server that loses its port to someone else between our pick and its bind says so and
+    /// exits: it is started again on another port, and the check goes on.
+    #[test]
+    fn a_port_taken_before_the_server_binds_it_is_picked_again() {
+        if !crate::tools::available(
+            "python3",
+            "a_port_taken_before_the_server_binds_it_is_picked_again",
+        ) {
+            return;
+        }
+        let dir = std::env::temp_dir().join(format!("testkit-port-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("cannot create {dir:?}: {e}"));
+        let (script, first) = (dir.join("server.sh"), dir.join("first-start"));
+        fs::write(
+            &script,
+            format!(
+                "#!/bin/sh\n\
+                 if [ ! -e {first:?} ]; then\n\
+                 \x20 touch {first:?}\n\
+                 \x20 echo \"error: cannot listen on 127.0.0.1:$1: Address already in use\" >&2\n\
+                 \x20 exit 1\n\
+                 fi\n\
+                 exec python3 -m http.server \"$1\" --bind 127.0.0.1\n"
+            ),
+        )
+        .unwrap_or_else(|e| panic!("cannot write {script:?}: {e}"));
+        fs::set_permissions(&script, fs::Permissions::from_mode(0o755))
+            .unwrap_or_else(|e| panic!("cannot chmod {script:?}: {e}"));
+        let argv = [script.display().to_string(), PORT.to_string()];
+        let target = Target::command(&argv, "any").unwrap_or_else(|e| panic!("{e}"));
+        let started = target.try_start(&[]);
+        let _ = fs::remove_dir_all(&dir);
+        let server = started.unwrap_or_else(|e| panic!("not started again: {e}"));
+        assert!(
+            TcpStream::connect(server.addr()).is_ok(),
+            "the second start does not accept on {}",
+            server.addr()
+        );
+    }
 }
