@@ -6,7 +6,7 @@ Three checks, static and fast (a second) unless --run is given:
 
 names    Every name the book sets in `code` in README.md and docs/ must exist: a file or
          directory (`src/zone.rs`, `scripts/fairness.py`), a Rust item (`Queue::push_blocking`,
-         `Offload`), a test, a function or a setting (`no_zombie_after_200_connections`,
+         `Hook`), a test, a function or a setting (`no_zombie_after_200_connections`,
          `read_timeout_ms`), an option of one of our programs (`--max-children`), an
          exercise (`take-a-slot`), and the scripts and options of inline commands
          (`python3 scripts/fairness.py step04-threadpool -- --workers 100`). A name counts as

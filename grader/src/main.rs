@@ -106,7 +106,7 @@ const STOPS: Check = Check {
     hint: "on SIGTERM stop accepting, let your children or threads finish, wait for every \
            child you forked, then exit",
     section: "docs/contract.md#signals",
-    static_pages: false,
+    static_pages: true,
     slow: false,
     run: Run::Plain(|_| {}),
 };

@@ -186,6 +186,15 @@ fn the_c_server_passes_step_01() {
     }
 }
 
+/// The checks a file server can pass (`Check::static_pages`) that nginx fails by choice:
+/// its 405 has no `Allow`, a head over 8 KiB gets 400 (its `large_client_header_buffers`),
+/// and a slow head a silent close rather than 408.
+const NGINX_ANSWERS_OTHERWISE: [&str; 3] = [
+    "other_methods_get_405_with_allow",
+    "oversized_head_gets_431_and_close",
+    "slow_head_gets_408",
+];
+
 /// nginx serving the site's files, graded as step 06 (a master and a worker per core: what it
 /// is). It passes the protocol checks a file server can pass and step 06's model; it fails
 /// the rest (no /sleep or /stats, its own Server, no Allow on 405, 400 for a head over 8 KiB,
@@ -223,31 +232,27 @@ fn nginx_passes_what_a_file_server_can_and_fails_the_rest_with_hints() {
     let _ = std::fs::remove_dir_all(&workdir);
     assert_eq!(status, 1, "{report:#}");
     let passed = with_result(&report, "pass");
-    let expected: BTreeSet<String> = [
-        // the static pages' protocol
-        "every_answer_carries_a_date",
-        "head_is_get_without_body",
-        "matching_etag_gets_304",
-        "keep_alive_serves_several_requests",
-        "pipelined_requests_are_answered_in_order",
-        "connection_close_is_honoured",
-        "http_1_0_closes_unless_kept_alive",
-        "garbage_gets_400_and_close",
-        "idle_keep_alive_connection_is_closed",
-        "sigterm_when_idle_exits_0",
-        "stops_on_sigterm_leaving_no_process",
-        // what nginx withstands
-        "framing_conflicts_get_400",
-        "client_disconnects_do_not_hurt_others",
-        "client_resets_do_not_hurt_others",
-        "a_half_closed_client_gets_its_answer_and_the_end",
-        // step 06's model: nginx is a master and a worker per core
-        "a_worker_process_per_core",
-        "a_killed_worker_is_replaced",
-        "a_reload_fails_no_request",
-    ]
-    .map(String::from)
-    .into();
+    // What a file server can pass (`Check::static_pages`), but where nginx answers otherwise;
+    // step 06's model, which nginx follows; and how it stops.
+    let static_pages: BTreeSet<String> = testkit::checks::CONTRACT
+        .iter()
+        .filter(|check| check.static_pages && !check.slow)
+        .map(|check| check.name.to_string())
+        .collect();
+    for name in NGINX_ANSWERS_OTHERWISE {
+        assert!(
+            static_pages.contains(name),
+            "{name} is not a static-pages check"
+        );
+    }
+    let step06 = testkit::checks::step(6).map_or(&[][..], |step| step.checks);
+    let expected: BTreeSet<String> = static_pages
+        .iter()
+        .filter(|name| !NGINX_ANSWERS_OTHERWISE.contains(&name.as_str()))
+        .cloned()
+        .chain(step06.iter().map(|check| check.name.to_string()))
+        .chain(["stops_on_sigterm_leaving_no_process".to_string()])
+        .collect();
     assert_eq!(passed, expected, "{report:#}");
     for check in report["checks"].as_array().into_iter().flatten() {
         if check["result"] == "fail" {
@@ -263,9 +268,11 @@ fn nginx_passes_what_a_file_server_can_and_fails_the_rest_with_hints() {
 }
 
 /// Each exercise starter that `.ci/run` built (`FTP_STARTERS`: the directory of their
-/// binaries) fails every check that needs its server to answer, each failure naming the
-/// exercise whose `todo!()` the server reached; what needs no answer (option errors, a busy
-/// port) still passes.
+/// binaries) fails every check that needs its server to answer, each failure naming one of
+/// that step's exercises (`make-exercise --list`), the one whose `todo!()` the server reached;
+/// what needs no answer (option errors, a busy port) still passes. Step 07's model check
+/// grades the proxy over the upstreams it starts itself (no `--config`): its starter's master
+/// stops at the `shared-zone` exercise before it forks a worker.
 #[test]
 fn each_starter_fails_the_checks_its_exercises_break() {
     let Some(dir) = std::env::var_os("FTP_STARTERS") else {
@@ -284,6 +291,7 @@ fn each_starter_fails_the_checks_its_exercises_break() {
         ("04", "step04-threadpool"),
         ("05", "step05-epoll-kqueue"),
         ("06", "step06-master-worker"),
+        ("07", "step07-reverse-proxy"),
     ];
     // They fail anyway: grade them side by side.
     let gradings: Vec<_> = starters
@@ -293,18 +301,20 @@ fn each_starter_fails_the_checks_its_exercises_break() {
             assert!(bin.exists(), "{} is not built", bin.display());
             let bin = bin.to_string_lossy().into_owned();
             std::thread::spawn(move || {
+                let started = std::time::Instant::now();
                 let (status, report) = grade(
                     &["--step", step, "--quick", "--jobs", "8"],
                     &[&bin, "--port", "{port}"],
                 );
-                (crate_name, status, report)
+                (crate_name, status, report, started.elapsed())
             })
         })
         .collect();
     for grading in gradings {
-        let Ok((crate_name, status, report)) = grading.join() else {
+        let Ok((crate_name, status, report, took)) = grading.join() else {
             panic!("a grading thread panicked");
         };
+        let exercises = exercises_of(crate_name);
         assert_eq!(status, 1, "{crate_name}: {report:#}");
         let passed = with_result(&report, "pass");
         // What CI shows (`--nocapture`): the tally, and one failure as a student sees it.
@@ -314,8 +324,9 @@ fn each_starter_fails_the_checks_its_exercises_break() {
             .flatten()
             .find(|check| check["result"] == "fail");
         eprintln!(
-            "{crate_name} starter: {} passed, {} failed, {} skipped; first failure: {}: {}\n  \
-             the server panicked: {}\n  hint: {}",
+            "{crate_name} starter, graded in {:.1} s: {} passed, {} failed, {} skipped; first \
+             failure: {}: {}\n  the server panicked: {}\n  hint: {}",
+            took.as_secs_f64(),
             passed.len(),
             with_result(&report, "fail").len(),
             with_result(&report, "skip").len(),
@@ -350,14 +361,74 @@ fn each_starter_fails_the_checks_its_exercises_break() {
                 .as_array()
                 .into_iter()
                 .flatten()
-                .any(|panic| {
-                    panic
-                        .as_str()
-                        .is_some_and(|text| text.contains("not yet implemented: exercise "))
+                .filter_map(|panic| panic.as_str()?.split_once("not yet implemented: exercise "))
+                .any(|(_, exercise)| {
+                    exercises
+                        .iter()
+                        .any(|name| exercise.split_whitespace().next() == Some(name.as_str()))
                 });
-            assert!(named, "{crate_name}: no exercise named in {check:#}");
+            assert!(
+                named,
+                "{crate_name}: none of its exercises {exercises:?} named in {check:#}"
+            );
         }
     }
+}
+
+/// Bad usage exits 2, with one `error:` line and no report, before any server is started:
+/// no command, a step out of range, a check that does not exist, no `--step`.
+#[test]
+fn bad_usage_exits_2_before_starting_anything() {
+    let marker = Path::new(env!("CARGO_TARGET_TMPDIR")).join("grade-bad-usage-ran");
+    let _ = std::fs::remove_file(&marker);
+    let marker_text = marker.to_string_lossy().into_owned();
+    // The command, were it started, would leave the marker behind.
+    let command = ["touch", marker_text.as_str()];
+    let cases: [&[&str]; 6] = [
+        &[],
+        &["--step", "01"],
+        &["--step", "08", "--"],
+        &["--step", "seven", "--"],
+        &["--step", "01", "--only", "no_such_check", "--"],
+        &["--"],
+    ];
+    for options in cases {
+        let with_command = options.last() == Some(&"--");
+        let output = Command::new(GRADE)
+            .args(options)
+            .args(if with_command { &command[..] } else { &[] })
+            .current_dir(workspace())
+            .output()
+            .unwrap_or_else(|error| panic!("cannot run {GRADE}: {error}"));
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{options:?}: {stderr}");
+        assert!(
+            stderr.lines().any(|line| line.starts_with("error: ")),
+            "{options:?}: {stderr}"
+        );
+        assert!(output.stdout.is_empty(), "{options:?}: a report on stdout");
+    }
+    assert!(!marker.exists(), "a command was started despite bad usage");
+}
+
+/// The exercises of a step, by name: the first column of `scripts/make-exercise --list`.
+fn exercises_of(crate_name: &str) -> Vec<String> {
+    let output = Command::new("python3")
+        .args(["scripts/make-exercise", "--list", crate_name])
+        .current_dir(workspace())
+        .output()
+        .unwrap_or_else(|error| panic!("cannot run scripts/make-exercise: {error}"));
+    assert!(
+        output.status.success(),
+        "make-exercise --list {crate_name}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let exercises: Vec<String> = String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .filter_map(|line| line.split_whitespace().next().map(String::from))
+        .collect();
+    assert!(!exercises.is_empty(), "{crate_name} has no exercise");
+    exercises
 }
 
 /// `--junit` writes JUnit XML that a strict parser reads: one suite, a test case per check, a

@@ -166,6 +166,17 @@ class AccessesTest(unittest.TestCase):
             self.assertIn(word, done.stdout)
         self.assertEqual(done.stderr, "", "no progress line when stderr is not a terminal")
 
+    def test_it_first_says_where_to_watch_the_server_live(self):
+        # The first line, before any load: the server's /live page, at the address given.
+        done = self.run_script(f"{self.base}/stats", "-n", "2", "-c", "1")
+        self.assertEqual(done.returncode, 0)
+        self.assertEqual(done.stdout.splitlines()[0], f"watch it live: {self.base}/live")
+        # With --json, on stderr: stdout is the summary alone.
+        done = self.run_script(f"{self.base}/slow?ms=5", "-n", "2", "-c", "1", "--json")
+        self.assertEqual(done.returncode, 0)
+        self.assertEqual(done.stderr.splitlines()[0], f"watch it live: {self.base}/live")
+        self.assertEqual(json.loads(done.stdout)["requests"], 2)
+
     def test_bad_usage_exits_2(self):
         for args in (["-n", "0"], ["-c", "x"], ["ftp://127.0.0.1/"], ["--rate", "5"], ["--timeout", "0"]):
             done = self.run_script(*args)

@@ -27,6 +27,7 @@
 use std::net::TcpStream;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -107,12 +108,16 @@ fn main() {
     let trace = args.trace();
     let (listener, signals) = args.common.listen_and_install_signals();
 
+    // Connections a worker is serving; with the queued ones, the open connections.
+    let serving = Arc::new(AtomicU64::new(0));
     let site = Site::new("step03-queue-autoscale", args.common.delay()).with_stats({
-        let queue = Arc::clone(&queue);
+        let (queue, serving) = (Arc::clone(&queue), Arc::clone(&serving));
         let policy = args.policy();
         move |json| {
             let now = queue.snapshot();
+            let open = now.queue_len as u64 + serving.load(Ordering::Relaxed);
             json.number("workers", now.workers as u64)
+                .number("connections", open)
                 .number("queue_len", now.queue_len as u64)
                 .number("queue_capacity", now.queue_capacity as u64)
                 .number("peak_queue_len", now.peak_queue_len as u64)
@@ -133,7 +138,11 @@ fn main() {
     }
     let workers = Workers::start(Arc::clone(&queue), trace, {
         let site = Arc::clone(&site);
-        move |stream| serve_connection(stream, &site, &config, signals)
+        move |stream| {
+            serving.fetch_add(1, Ordering::Relaxed);
+            serve_connection(stream, &site, &config, signals);
+            serving.fetch_sub(1, Ordering::Relaxed);
+        }
     })
     .unwrap_or_else(|error| fail(format_args!("cannot start the workers: {error}")));
     close_on_shutdown(&queue, signals);

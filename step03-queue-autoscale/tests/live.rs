@@ -1,8 +1,8 @@
 //! The live page in a real browser: headless Chromium opens step 03's `/live`
 //! (`scripts/live.py`) while `scripts/accesses.py` fires a burst of slow requests, and the
 //! workers the page drew went above one and came back down to one, as the chapter's trace
-//! does. Skipped with a printed reason without python3 or Chromium (failed under
-//! `FTP_REQUIRE_TOOLS`, where `.ci/run` installs them).
+//! does; so did the open connections. Skipped with a printed reason without python3 or
+//! Chromium (failed under `FTP_REQUIRE_TOOLS`, where `.ci/run` installs them).
 
 use std::thread;
 use std::time::Duration;
@@ -59,5 +59,13 @@ fn the_live_page_draws_the_workers_growing_and_coming_back() {
             && drawn(&last, "workersMax") > 1
             && workers.last() == Some(&1),
         "the page drew workers {workers:?}"
+    );
+    // The open connections: the burst's, queued or served, and at the end only the page's own
+    // poll (`?close`), answered while it is open (one more at most, should the browser open a
+    // spare connection).
+    let connections: Vec<u64> = samples.iter().map(|s| drawn(s, "connectionsNow")).collect();
+    assert!(
+        drawn(&last, "connectionsMax") > 1 && connections.last().is_some_and(|&c| c <= 2),
+        "the page drew open connections {connections:?}"
     );
 }

@@ -63,7 +63,10 @@ fn main() {
     let site = Site::new("step04-threadpool", args.common.delay()).with_stats({
         let status = pool.status();
         move |json| {
+            // A job is a whole connection: the busy threads' and the queued ones are the
+            // open connections.
             json.number("workers", status.workers() as u64)
+                .number("connections", (status.busy() + status.queued()) as u64)
                 .number("busy", status.busy() as u64)
                 .number("queued", status.queued() as u64)
                 .number("panicked", status.panicked());

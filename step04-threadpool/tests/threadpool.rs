@@ -29,7 +29,7 @@ fn eight_slow_requests_on_four_workers_take_two_rounds() {
 }
 
 /// While two slow requests run on a pool of three, `/stats` (served by the third worker)
-/// sees all three busy and nothing queued; afterwards only itself.
+/// sees all three busy, nothing queued and three open connections; afterwards only itself.
 #[test]
 fn stats_counts_workers_busy_and_queued() {
     let server = Server::start(BIN, &["--quiet", "--workers", "3"]);
@@ -45,8 +45,12 @@ fn stats_counts_workers_busy_and_queued() {
     });
     let stats = stats.unwrap_or_else(|| panic!("never 3 busy: {}", server.get("/stats").json()));
     assert_eq!(
-        (stats["workers"].as_u64(), stats["queued"].as_u64()),
-        (Some(3), Some(0)),
+        (
+            stats["workers"].as_u64(),
+            stats["queued"].as_u64(),
+            stats["connections"].as_u64()
+        ),
+        (Some(3), Some(0), Some(3)),
         "{stats}"
     );
     for response in slow {
@@ -65,6 +69,7 @@ fn stats_counts_workers_busy_and_queued() {
     let stats = stats.unwrap_or_else(|| panic!("still busy: {}", server.get("/stats").json()));
     // Served before this answer: the two slow requests and every /stats asked before it.
     assert_eq!(stats["served"].as_u64(), Some(2 + asked - 1), "{stats}");
+    assert_eq!(stats["connections"].as_u64(), Some(1), "{stats}");
 }
 
 /// Without `--workers`, the pool has four workers per core.

@@ -21,7 +21,7 @@ pub struct LoopConfig {
     /// Print an access log line per request.
     pub log: bool,
     /// `/sleep` is a blocking call instead of a timer (`--blocking-sleep`): made on the loop's
-    /// thread, or by the [`Offload`](crate::Offload) the loop was given.
+    /// thread, unless the loop's [`Hook`](crate::Hook) takes it elsewhere (step 06).
     pub blocking_sleep: bool,
 }
 

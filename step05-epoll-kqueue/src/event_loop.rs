@@ -26,7 +26,7 @@ use common::{Signals, Site, log};
 use crate::buffers::InputBuffer;
 use crate::config::LoopConfig;
 use crate::connection::{Connection, Context, Next};
-use crate::offload::{Done, Offload};
+use crate::hook::{Hook, WorkId};
 use crate::poller::{EVENTS_PER_WAIT, Event, Interest, Poller, Token};
 use crate::slab::Slab;
 use crate::stats::LoopStats;
@@ -36,7 +36,7 @@ use crate::timers::Timers;
 const LISTENER: Token = Token(usize::MAX);
 /// The shutdown pipe of [`Signals`].
 const SHUTDOWN: Token = Token(usize::MAX - 1);
-/// The [`Offload`]'s wake-up descriptor (step 06).
+/// The [`Hook`]'s wake-up descriptor (step 06).
 const WAKE: Token = Token(usize::MAX - 2);
 
 /// One thread serving every connection of a listening socket.
@@ -59,9 +59,6 @@ pub struct EventLoop<'s> {
     /// The last `accept` failed and said so: one log line per stretch of failures, not one
     /// per pause.
     accept_failing: bool,
-    /// The listener is in the poller: only while the loop can accept (see
-    /// [`EventLoop::watch_listener`]).
-    listener_watched: bool,
     /// The kernel hands over a connection only once its request has arrived (see `run`).
     accepts_deferred: bool,
     /// Connections that used up their turn with work left, driven again next iteration, so that
@@ -71,8 +68,8 @@ pub struct EventLoop<'s> {
     grace_deadline: Option<Instant>,
     /// The serial number of the last connection accepted.
     serial: u64,
-    /// Blocking work the offload has finished.
-    finished: Vec<Done>,
+    /// Blocking work the hook has finished, and whether it failed.
+    finished: Vec<(WorkId, bool)>,
 }
 
 impl<'s> EventLoop<'s> {
@@ -94,7 +91,7 @@ impl<'s> EventLoop<'s> {
             site,
             config,
             timers: Timers::new(),
-            offload: None,
+            hook: Box::new(()),
             now: Instant::now(),
             shutting_down: false,
             input: InputBuffer::new(),
@@ -110,7 +107,6 @@ impl<'s> EventLoop<'s> {
             accept_ready: false,
             accept_paused_until: None,
             accept_failing: false,
-            listener_watched: false,
             accepts_deferred: false,
             resume: Vec::new(),
             grace_deadline: None,
@@ -119,16 +115,17 @@ impl<'s> EventLoop<'s> {
         })
     }
 
-    /// Step 06's hook: blocking work (`/sleep` under `blocking_sleep`) goes to `offload`
-    /// instead of blocking this thread (see [`crate::offload`]).
+    /// Step 06's seam: `hook` watches the listener and may take blocking work elsewhere (see
+    /// [`crate::hook`]).
     ///
     /// # Errors
     ///
-    /// When the poller cannot watch the offload's wake-up descriptor.
-    pub fn with_offload(mut self, offload: Box<dyn Offload + 's>) -> io::Result<EventLoop<'s>> {
-        self.poller
-            .register(&offload.wake_fd(), WAKE, Interest::READABLE)?;
-        self.cx.offload = Some(offload);
+    /// When the poller cannot watch the hook's wake-up descriptor.
+    pub fn with_hook(mut self, hook: Box<dyn Hook + 's>) -> io::Result<EventLoop<'s>> {
+        if let Some(fd) = hook.wake_fd() {
+            self.poller.register(&fd, WAKE, Interest::READABLE)?;
+        }
+        self.cx.hook = hook;
         Ok(self)
     }
 
@@ -148,12 +145,10 @@ impl<'s> EventLoop<'s> {
                 log::error(format_args!("cannot defer accepts: {error}"));
                 false
             });
-        // Exclusive: when several processes share this listener (step 06's workers), a new
-        // connection wakes one of them, not all. Alone, it changes nothing.
-        self.poller
-            .register(&listener, LISTENER, Interest::READABLE.exclusive())?;
+        self.cx
+            .hook
+            .watch_listener(&self.poller, &listener, LISTENER)?;
         self.listener = Some(listener);
-        self.listener_watched = true;
 
         let mut events = Vec::with_capacity(EVENTS_PER_WAIT);
         loop {
@@ -204,7 +199,7 @@ impl<'s> EventLoop<'s> {
                 self.accept_connections();
             }
             SHUTDOWN => self.begin_shutdown(),
-            WAKE => self.finish_offloaded_work(),
+            WAKE => self.finish_work(),
             token => self.drive(token, |connection, cx| {
                 if event.read_closed {
                     connection.note_peer_closed();
@@ -238,19 +233,10 @@ impl<'s> EventLoop<'s> {
         }
     }
 
-    /// Accepts what it can, and watches the listener only while it can accept.
+    /// Accepts what it can, and tells the hook whether the loop can accept now (step 06 stops
+    /// watching a listener it shares while it cannot).
     fn accept_connections(&mut self) {
         self.accept_until_blocked();
-        self.watch_listener();
-    }
-
-    /// A loop that cannot accept (at its connection limit, or pausing after `EMFILE`) takes
-    /// the listener out of its poller until it can again, as nginx disables its accept events:
-    /// otherwise every new client would wake it for nothing. It matters more when several
-    /// processes share the listener (step 06): the kernel gives each new connection's wake-up
-    /// to *one* waiting loop, and a loop that cannot accept would take wake-ups it cannot use
-    /// while the other loops sit idle and the client waits.
-    fn watch_listener(&mut self) {
         let Some(listener) = &self.listener else {
             return;
         };
@@ -258,20 +244,7 @@ impl<'s> EventLoop<'s> {
             && self
                 .accept_paused_until
                 .is_none_or(|until| self.cx.now >= until);
-        if can_accept == self.listener_watched {
-            return;
-        }
-        let changed = if can_accept {
-            self.poller
-                .register(listener, LISTENER, Interest::READABLE.exclusive())
-        } else {
-            self.poller.deregister(listener)
-        };
-        match changed {
-            Ok(()) => self.listener_watched = can_accept,
-            Err(error) => log::error(format_args!("cannot change the listener's watch: {error}")),
-        }
-        if can_accept {
+        if self.cx.hook.can_accept(&self.poller, listener, can_accept) {
             // Connections may have queued meanwhile, unreported.
             self.accept_ready = true;
             self.accept_until_blocked();
@@ -358,12 +331,8 @@ impl<'s> EventLoop<'s> {
         self.cx.shutting_down = true;
         self.grace_deadline = Some(self.cx.now + self.cx.config.grace);
         if let Some(listener) = self.listener.take() {
-            // Deregister before closing: a listener shared with other processes (step06) stays
-            // open in them, and the kernel would go on reporting it here (to a loop that no
-            // longer accepts, taking the wake-up from a worker that would).
-            if self.listener_watched {
-                let _ = self.poller.deregister(&listener);
-            }
+            // It will not accept again: a hook that shares the listener stops watching it.
+            self.cx.hook.can_accept(&self.poller, &listener, false);
         }
         let tokens: Vec<usize> = self.connections.keys().collect();
         for token in tokens {
@@ -390,22 +359,18 @@ impl<'s> EventLoop<'s> {
         false
     }
 
-    /// The offload says blocking work is done: end each connection's wait, if it is still the
+    /// The hook says blocking work is done: end each connection's wait, if it is still the
     /// same connection.
-    fn finish_offloaded_work(&mut self) {
+    fn finish_work(&mut self) {
         let mut finished = mem::take(&mut self.finished);
-        if let Some(offload) = &mut self.cx.offload {
-            offload.finished(&mut finished);
-        }
-        for Done { ticket, failed } in finished.drain(..) {
+        self.cx.hook.finished(&mut finished);
+        for (WorkId { token, serial }, failed) in finished.drain(..) {
             let same = self
                 .connections
-                .get_mut(ticket.token.0)
-                .is_some_and(|connection| connection.serial() == ticket.serial);
+                .get_mut(token.0)
+                .is_some_and(|connection| connection.serial() == serial);
             if same {
-                self.drive(ticket.token, |connection, cx| {
-                    connection.on_work_done(failed, cx)
-                });
+                self.drive(token, |connection, cx| connection.on_work_done(failed, cx));
             }
         }
         self.finished = finished;

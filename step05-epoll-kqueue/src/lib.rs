@@ -20,14 +20,13 @@
 //! - [`timers`]: a min-heap of deadlines, one per connection.
 //! - [`slab`]: connections stored by number; the number is the poller's token.
 //! - [`config`], [`stats`]: the loop's settings and its `/stats` figures.
-//! - [`offload`]: the hook step 06 plugs a thread pool into, for blocking work
-//!   ([`Offload`]).
+//! - [`hook`]: the one seam step 06 uses ([`Hook`]); step 05 itself leaves it empty.
 
 mod buffers;
 pub mod config;
 mod connection;
 pub mod event_loop;
-pub mod offload;
+pub mod hook;
 pub mod poller;
 pub mod slab;
 pub mod stats;
@@ -35,6 +34,6 @@ pub mod timers;
 
 pub use config::LoopConfig;
 pub use event_loop::EventLoop;
-pub use offload::{Done, Offload, Ticket, Work};
+pub use hook::{Hook, Work, WorkId};
 pub use poller::{Event, Interest, Poller, Token};
 pub use stats::LoopStats;

@@ -12,9 +12,11 @@
 //!   master never starts a thread (fork safety). [`config`]: what it is told ([`MasterConfig`],
 //!   [`WorkerCount`]), and the options steps 06 and 07 share to start it ([`MasterArgs`]).
 //! - [`worker`]: what a worker is given ([`Worker`]), the seam a worker's body plugs into
-//!   ([`WorkerBody`]), and step 06's body ([`SiteWorker`]).
+//!   ([`WorkerBody`]), step 06's body ([`SiteWorker`]), and what it plugs into step 05's loop
+//!   ([`WorkerHook`]).
 //! - [`listening`]: one socket shared by every worker, or one each with `SO_REUSEPORT`
-//!   ([`ListenMode`]), and what each costs.
+//!   ([`ListenMode`]), what each costs, and how a worker's loop watches it ([`ListenerWatch`]:
+//!   `EPOLLEXCLUSIVE`, and only while it can accept).
 //! - [`pool_runner`]: blocking work on step 04's pool, answers back through an `eventfd`
 //!   (Linux) or a pipe.
 //! - [`lifeline`]: workers exit when the master dies.
@@ -38,9 +40,9 @@ pub mod upgrade;
 pub mod worker;
 
 pub use config::{MasterArgs, MasterConfig, WorkerCount};
-pub use listening::{ListenMode, Listening};
+pub use listening::{ListenMode, ListenerWatch, Listening};
 pub use master::Master;
 pub use pool_runner::PoolRunner;
 pub use ready::Ready;
 pub use scoreboard::Scoreboard;
-pub use worker::{SiteWorker, Worker, WorkerBody};
+pub use worker::{SiteWorker, Worker, WorkerBody, WorkerHook};

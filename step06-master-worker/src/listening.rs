@@ -5,7 +5,8 @@
 //!   (the backlog) for all of them. A worker that dies takes only the connections it had
 //!   already accepted; the ones still queued wait for the others. The cost: every worker waits
 //!   on the same socket, so a new connection would wake them all (the *thundering herd*);
-//!   the workers register it with `EPOLLEXCLUSIVE` so that the kernel wakes one.
+//!   the workers register it with `EPOLLEXCLUSIVE` so that the kernel wakes one, and only
+//!   while they can accept ([`ListenerWatch`]).
 //! - **reuseport**: every worker binds a socket of its own to the same port with
 //!   `SO_REUSEPORT`, and the kernel spreads new connections over the sockets by a hash of the
 //!   client's address and port. No shared queue and no herd; but each socket has its own
@@ -17,9 +18,12 @@
 //! the old workers, which is what a master process is for.
 
 use std::fmt;
+use std::io;
 use std::net::{SocketAddr, TcpListener};
 
 use common::listen::{ListenOptions, bind_listener, bind_unlistened, inherited, start_listening};
+use common::log;
+use step05_epoll_kqueue::{Poller, Token};
 
 /// The main listening socket's name in [`common::listen::INHERITED_VARIABLE`].
 pub const MAIN_LISTENER: &str = "main";
@@ -165,5 +169,134 @@ impl Listening {
                 bind_unlistened(&self.address.ip().to_string(), self.address.port(), options)
             }
         }
+    }
+}
+
+/// How a worker's event loop watches its listening socket (through the loop's hook, see
+/// [`crate::worker`]); step 05's loop, alone with its socket, registers it once and for all.
+///
+/// - **One worker wakes, not all.** On Linux the socket is registered with `EPOLLEXCLUSIVE`,
+///   so a new connection wakes one of the pollers waiting on it. kqueue has no such flag:
+///   there every worker is told.
+/// - **Only while it can accept.** A worker at its connection limit, or pausing after
+///   `EMFILE`, takes the socket out of its poller until it can again, as nginx disables its
+///   accept events: the kernel gives each new connection's wake-up to *one* waiting loop, and
+///   a loop that cannot accept would take wake-ups it cannot use while the other loops sit
+///   idle and the client waits.
+/// - **Out before it closes.** A worker that shuts down deregisters the socket first: it stays
+///   open in the other workers, and the kernel watches the open socket, not our descriptor, so
+///   it would go on reporting it here, taking the wake-up from a worker that would accept.
+#[derive(Debug, Default)]
+pub struct ListenerWatch {
+    /// The token the loop gave the socket; `None` until it is watched.
+    token: Option<Token>,
+    /// The socket is in the poller.
+    watched: bool,
+}
+
+impl ListenerWatch {
+    /// Starts watching `listener`, with `token`.
+    ///
+    /// # Errors
+    ///
+    /// When the poller refuses it.
+    pub fn watch(
+        &mut self,
+        poller: &Poller,
+        listener: &TcpListener,
+        token: Token,
+    ) -> io::Result<()> {
+        watch_exclusively(poller, listener, token)?;
+        (self.token, self.watched) = (Some(token), true);
+        Ok(())
+    }
+
+    /// Watches the socket while the loop `can` accept, and not otherwise. `true` when it is
+    /// watched again: connections may have queued meanwhile, unreported.
+    pub fn can_accept(&mut self, poller: &Poller, listener: &TcpListener, can: bool) -> bool {
+        let Some(token) = self.token else {
+            return false;
+        };
+        if can == self.watched {
+            return false;
+        }
+        let changed = if can {
+            watch_exclusively(poller, listener, token)
+        } else {
+            poller.deregister(listener)
+        };
+        match changed {
+            Ok(()) => self.watched = can,
+            Err(error) => log::error(format_args!("cannot change the listener's watch: {error}")),
+        }
+        can
+    }
+}
+
+/// Registers `listener` in `poller` as step 05's epoll backend registers a socket
+/// (edge-triggered, the token as the event's data word), plus `EPOLLEXCLUSIVE` (Linux 4.5+),
+/// which step 05's `Interest` leaves out: a socket of one process's own needs no such flag.
+/// Only IN, OUT, ET and WAKEUP may go with it, so no `EPOLLRDHUP`; a listener needs none.
+#[cfg(any(target_os = "linux", target_os = "android"))]
+fn watch_exclusively(poller: &Poller, listener: &TcpListener, token: Token) -> io::Result<()> {
+    use std::os::fd::AsFd;
+
+    use nix::sys::epoll::{Epoll, EpollEvent, EpollFlags};
+
+    // A second descriptor of the poller's epoll instance: `epoll_ctl` on it changes the same
+    // interest list. It is closed on return; the instance lives on in the poller.
+    let epoll = Epoll(poller.as_fd().try_clone_to_owned()?);
+    let flags = EpollFlags::EPOLLIN | EpollFlags::EPOLLET | EpollFlags::EPOLLEXCLUSIVE;
+    Ok(epoll.add(listener, EpollEvent::new(flags, token.0 as u64))?)
+}
+
+/// kqueue has no counterpart of `EPOLLEXCLUSIVE`: every waiting kqueue is told.
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+fn watch_exclusively(poller: &Poller, listener: &TcpListener, token: Token) -> io::Result<()> {
+    poller.register(listener, token, step05_epoll_kqueue::Interest::READABLE)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::TcpStream;
+    use std::time::Duration;
+
+    use step05_epoll_kqueue::Event;
+
+    fn wait(poller: &mut Poller, ms: u64) -> Vec<Event> {
+        let mut events = Vec::new();
+        poller
+            .wait(&mut events, Some(Duration::from_millis(ms)))
+            .unwrap();
+        events
+    }
+
+    #[test]
+    fn the_shared_listener_is_watched_only_while_the_loop_can_accept() {
+        let mut poller = Poller::new().unwrap();
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let address = listener.local_addr().unwrap();
+        let mut watch = ListenerWatch::default();
+        watch.watch(&poller, &listener, Token(9)).unwrap();
+        // Registered in the poller's own epoll instance, with its token.
+        let _first = TcpStream::connect(address).unwrap();
+        let events = wait(&mut poller, 1000);
+        assert_eq!(
+            events.first().map(|e| (e.token, e.readable)),
+            Some((Token(9), true)),
+            "{events:?}"
+        );
+        assert!(!watch.can_accept(&poller, &listener, true), "no change");
+
+        // Full: out of the poller, so a new client wakes nobody here.
+        assert!(!watch.can_accept(&poller, &listener, false));
+        let _second = TcpStream::connect(address).unwrap();
+        assert!(wait(&mut poller, 100).is_empty());
+
+        // Back: watched again, and the loop is told to accept what queued meanwhile.
+        assert!(watch.can_accept(&poller, &listener, true));
+        let _third = TcpStream::connect(address).unwrap();
+        assert!(wait(&mut poller, 1000).iter().any(|e| e.token == Token(9)));
     }
 }

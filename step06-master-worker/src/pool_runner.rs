@@ -1,13 +1,14 @@
 //! Blocking work off the event loop: step 04's pool, and a wake-up descriptor for the way back.
 //!
-//! Step 05's loop hands blocking work (`/sleep` under `--blocking-sleep`, standing for a slow
-//! disk read or a heavy computation) to an [`Offload`] if it was given one; step 05 has none and
-//! sleeps on the loop's thread, freezing every client. [`PoolRunner`] gives the work to a
-//! [`ThreadPool`] and returns at once. A pool thread runs it, says so in a channel and
-//! *wakes the loop* by making a descriptor readable ([`Wakeup`]), which the loop watches with
-//! its sockets; the loop then answers the connections whose work is done. This is what
-//! nginx's thread pools do for file reads (`aio threads`; 32 threads and a queue of 65 536
-//! tasks by default).
+//! Step 05's loop offers blocking work (`/sleep` under `--blocking-sleep`, standing for a slow
+//! disk read or a heavy computation) to its hook; step 05's hook declines, and the loop sleeps on
+//! its own thread, freezing every client. A worker's hook (see [`crate::worker`]) takes it and
+//! gives it to [`PoolRunner`], which hands it to a [`ThreadPool`] and returns at once: the
+//! connection waits as it would for a timer, without a deadline. A pool thread runs the work,
+//! says so in a channel and *wakes the loop* by making a descriptor readable ([`Wakeup`]),
+//! which the loop watches with its sockets; the loop then answers the connections whose work is
+//! done. This is what nginx's thread pools do for file reads (`aio threads`; 32 threads and a
+//! queue of 65 536 tasks by default).
 //!
 //! The pool lives in the worker process and is created there, after the fork: threads do not
 //! survive `fork` (see the fork-safety note in [`crate::master`]).
@@ -19,7 +20,7 @@ use std::sync::Arc;
 use std::sync::mpsc::{self, Receiver, Sender};
 
 use step04_threadpool::{PoolError, PoolStatus, ThreadPool};
-use step05_epoll_kqueue::{Done, Offload, Ticket, Work};
+use step05_epoll_kqueue::{Work, WorkId};
 
 /// Runs blocking work on a thread pool and wakes the loop when some is done.
 pub struct PoolRunner {
@@ -27,8 +28,9 @@ pub struct PoolRunner {
     /// stops after its grace period must not wait for a minute-long `/sleep` nobody will read.
     /// The process ends right after the loop, and its threads with it.
     pool: ManuallyDrop<ThreadPool>,
-    done_tx: Sender<Done>,
-    done_rx: Receiver<Done>,
+    /// Work that is over, and whether it failed.
+    done_tx: Sender<(WorkId, bool)>,
+    done_rx: Receiver<(WorkId, bool)>,
     wakeup: Arc<Wakeup>,
 }
 
@@ -54,10 +56,9 @@ impl PoolRunner {
     pub fn status(&self) -> PoolStatus {
         self.pool.status()
     }
-}
 
-impl Offload for PoolRunner {
-    fn start(&mut self, ticket: Ticket, work: Work) {
+    /// Starts `work`, for the connection `id`, on a pool thread and returns at once.
+    pub fn start(&mut self, id: WorkId, work: Work) {
         let (done, wakeup) = (self.done_tx.clone(), Arc::clone(&self.wakeup));
         self.pool.execute(move || {
             // The pool survives a panicking job, but the client would wait for an answer that
@@ -65,17 +66,21 @@ impl Offload for PoolRunner {
             let failed = catch_unwind(AssertUnwindSafe(work)).is_err();
             // The news first, then the wake-up: the loop reads the channel after the wake-up,
             // so it never finds the descriptor readable and the channel empty for good.
-            let _ = done.send(Done { ticket, failed });
+            let _ = done.send((id, failed));
             wakeup.notify();
         });
     }
 
-    fn wake_fd(&self) -> BorrowedFd<'_> {
+    /// Turns readable when work is done (the loop watches it edge-triggered).
+    pub fn wake_fd(&self) -> BorrowedFd<'_> {
         self.wakeup.fd()
     }
 
-    fn finished(&mut self, done: &mut Vec<Done>) {
-        // Drain first, then take: work done in between is taken now or wakes us again.
+    /// Moves the work that is over into `done`, with `true` for work that panicked. Called
+    /// when [`PoolRunner::wake_fd`] was reported readable.
+    pub fn finished(&mut self, done: &mut Vec<(WorkId, bool)>) {
+        // The loop is told only of *new* readiness: drain first, then take. Work done in
+        // between is then either taken now or makes the descriptor readable again.
         self.wakeup.drain();
         done.extend(self.done_rx.try_iter());
     }

@@ -4,16 +4,21 @@
 //! place in the tree, its listening socket, its signals) and runs a [`WorkerBody`] in it. Step
 //! 06's body is [`SiteWorker`]: the site, served by step 05's event loop, with step 04's pool
 //! for blocking work. Step 07 plugs in a reverse proxy's body and keeps the master as it is.
+//!
+//! Step 05's loop has one seam, its `Hook`; [`WorkerHook`] is what a worker plugs into it: a
+//! listening socket shared with the other workers ([`ListenerWatch`]), and a pool that takes
+//! the blocking work ([`PoolRunner`]).
 
+use std::io;
 use std::net::TcpListener;
 use std::os::fd::BorrowedFd;
 use std::sync::Arc;
 
 use common::{CommonArgs, Signals, Site, log};
 use step04_threadpool::PoolStatus;
-use step05_epoll_kqueue::{EventLoop, LoopConfig, LoopStats};
+use step05_epoll_kqueue::{EventLoop, Hook, LoopConfig, LoopStats, Poller, Token, Work, WorkId};
 
-use crate::listening::ListenMode;
+use crate::listening::{ListenMode, ListenerWatch};
 use crate::pool_runner::PoolRunner;
 use crate::ready::Ready;
 use crate::scoreboard::Scoreboard;
@@ -153,16 +158,57 @@ impl SiteWorker {
             blocking_sleep: self.blocking_sleep,
             ..LoopConfig::new(&self.common)
         };
-        let mut event_loop = EventLoop::new(&site, config, worker.signals, stats)
-            .map_err(|error| format!("cannot start the event loop: {error}"))?;
-        if let Some(runner) = runner {
-            event_loop = event_loop
-                .with_offload(Box::new(runner))
-                .map_err(|error| format!("cannot watch the pool: {error}"))?;
-        }
+        let hook = WorkerHook {
+            listener: ListenerWatch::default(),
+            pool: runner,
+        };
+        let event_loop = EventLoop::new(&site, config, worker.signals, stats)
+            .map_err(|error| format!("cannot start the event loop: {error}"))?
+            .with_hook(Box::new(hook))
+            .map_err(|error| format!("cannot watch the pool: {error}"))?;
         worker.ready.announce();
         event_loop
             .run(worker.listener)
             .map_err(|error| format!("the event loop failed: {error}"))
+    }
+}
+
+/// What a worker adds to step 05's event loop: its listener is shared, so it is watched as
+/// [`ListenerWatch`] says; and blocking work goes to the pool, when there is one.
+pub struct WorkerHook {
+    pub listener: ListenerWatch,
+    pub pool: Option<PoolRunner>,
+}
+
+impl Hook for WorkerHook {
+    fn watch_listener(
+        &mut self,
+        poller: &Poller,
+        listener: &TcpListener,
+        token: Token,
+    ) -> io::Result<()> {
+        self.listener.watch(poller, listener, token)
+    }
+
+    fn can_accept(&mut self, poller: &Poller, listener: &TcpListener, can: bool) -> bool {
+        self.listener.can_accept(poller, listener, can)
+    }
+
+    fn offload(&mut self, id: WorkId, work: Work) -> Result<(), Work> {
+        let Some(pool) = &mut self.pool else {
+            return Err(work);
+        };
+        pool.start(id, work);
+        Ok(())
+    }
+
+    fn wake_fd(&self) -> Option<BorrowedFd<'_>> {
+        self.pool.as_ref().map(PoolRunner::wake_fd)
+    }
+
+    fn finished(&mut self, done: &mut Vec<(WorkId, bool)>) {
+        if let Some(pool) = &mut self.pool {
+            pool.finished(done);
+        }
     }
 }

@@ -33,6 +33,8 @@ pub struct Server {
     stop_grace: Option<Duration>,
     /// Where the panics it printed go when it is dropped (the grader's hints).
     panic_sink: Option<Arc<Mutex<Vec<String>>>>,
+    /// The thread reading its stderr, which ends when the pipe does.
+    stderr_drain: Option<thread::JoinHandle<()>>,
 }
 
 impl Server {
@@ -115,9 +117,10 @@ impl Server {
         if let Some(pipe) = child.stdout.take() {
             drain(pipe, Arc::clone(&stdout), Some(first_line));
         }
-        if let Some(pipe) = child.stderr.take() {
-            drain(pipe, Arc::clone(&stderr), None);
-        }
+        let stderr_drain = child
+            .stderr
+            .take()
+            .map(|pipe| drain(pipe, Arc::clone(&stderr), None));
         let mut server = Server {
             child,
             addr: SocketAddr::from(([127, 0, 0, 1], port.unwrap_or(0))),
@@ -126,6 +129,7 @@ impl Server {
             stderr,
             stop_grace: None,
             panic_sink: None,
+            stderr_drain,
         };
         let deadline = Instant::now() + START_TIMEOUT;
         loop {
@@ -310,14 +314,27 @@ impl Drop for Server {
                 log.push(record);
             }
         }
-        if let Some(sink) = &self.panic_sink
-            && let Ok(mut sink) = sink.lock()
-        {
-            sink.extend(panic_messages(&self.stderr_lines()));
-        }
         // The group id is the server's pid (`process_group(0)` above).
         let _ = killpg(pid, Signal::SIGKILL);
         let _ = self.child.wait();
+        if let Some(sink) = &self.panic_sink {
+            // Its last lines may still be in the pipe (on a busy machine the reading thread
+            // lags): read them to the end, which comes now that its group is gone (a second at
+            // most, should something outside the group hold the pipe), so that no panic is
+            // missed.
+            let until = Instant::now() + Duration::from_secs(1);
+            while self
+                .stderr_drain
+                .as_ref()
+                .is_some_and(|reader| !reader.is_finished())
+                && Instant::now() < until
+            {
+                thread::sleep(Duration::from_millis(5));
+            }
+            if let Ok(mut sink) = sink.lock() {
+                sink.extend(panic_messages(&self.stderr_lines()));
+            }
+        }
     }
 }
 

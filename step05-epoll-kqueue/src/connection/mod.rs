@@ -19,7 +19,8 @@
 //! timeouts, error answers with a lingering close. Three rules keep it honest:
 //!
 //! - Readiness is edge-triggered (see [`crate::poller`]): the connection remembers `readable`
-//!   and `writable`, and only `EWOULDBLOCK` clears them.
+//!   and `writable`, and clears one only when the socket has nothing more for it now: a short
+//!   read (see `crate::buffers`) or `EWOULDBLOCK`.
 //! - What we owe the client goes out before we read more from it. A client that does not read
 //!   its answers stops being read from, so it costs at most one buffer of answers, and its next
 //!   requests wait in its own socket, not in our memory.
@@ -41,7 +42,7 @@ use common::{Response, Site};
 
 use crate::buffers::InputBuffer;
 use crate::config::LoopConfig;
-use crate::offload::Offload;
+use crate::hook::Hook;
 use crate::poller::Token;
 use crate::timers::Timers;
 
@@ -59,8 +60,8 @@ pub(crate) struct Context<'s> {
     pub site: &'s Site,
     pub config: LoopConfig,
     pub timers: Timers,
-    /// Where blocking work goes (step 06); `None`: on this thread.
-    pub offload: Option<Box<dyn Offload + 's>>,
+    /// Where blocking work may go (step 06); step 05's, `()`, leaves it on this thread.
+    pub hook: Box<dyn Hook + 's>,
     /// The time, read once per loop iteration: every deadline set in one iteration starts here.
     pub now: Instant,
     pub shutting_down: bool,
@@ -105,7 +106,7 @@ enum State {
     /// Reading and dropping a request body. The deadline limits a pause, not the whole body.
     ReadingBody { body: Box<Body>, deadline: Instant },
     /// The answer is ready but its delay (`/sleep`, `--delay-ms`) has not passed: a timer at
-    /// `until`; `None` while an [`Offload`] sleeps it (step 06), which ends the wait.
+    /// `until`; `None` while the [`Hook`] sleeps it elsewhere (step 06), which ends the wait.
     Waiting {
         answer: Box<Delayed>,
         until: Option<Instant>,
@@ -184,7 +185,7 @@ impl Connection {
         self.drive(cx, Connection::time_up)
     }
 
-    /// The blocking work it gave the [`Offload`] is over: so is its wait.
+    /// The blocking work it gave the [`Hook`] is over: so is its wait.
     pub(crate) fn on_work_done(&mut self, failed: bool, cx: &mut Context) -> Next {
         if let State::Waiting { answer, until } = &mut self.state {
             *until = Some(cx.now);

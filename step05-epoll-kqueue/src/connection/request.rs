@@ -13,7 +13,7 @@ use common::parse::parse_head;
 use common::{Reply, Response};
 
 use super::{Connection, Context, State, Step};
-use crate::offload::Ticket;
+use crate::hook::{Work, WorkId};
 
 /// A request whose body is still arriving.
 pub(super) struct Body {
@@ -106,20 +106,24 @@ impl Connection {
             // This is the whole step in one line: the delay is a deadline, and the loop serves
             // everyone else until it comes. The blocking steps slept here.
             Some(cx.now + delay)
-        } else if let Some(offload) = &mut cx.offload {
-            // Step 06: a thread pool sleeps instead of us, and the loop hears when it is done.
-            let ticket = Ticket {
+        } else {
+            // `--blocking-sleep`: the delay is a blocking call.
+            let sleep: Work = Box::new(move || thread::sleep(delay));
+            let id = WorkId {
                 token: self.token,
                 serial: self.serial,
             };
-            offload.start(ticket, Box::new(move || thread::sleep(delay)));
-            None
-        } else {
-            // `--blocking-sleep`: a blocking call on the loop's one thread. Every other client
-            // waits for it, and so does our clock.
-            thread::sleep(delay);
-            cx.now = Instant::now();
-            return self.respond(&exchange, &response, cx);
+            match cx.hook.offload(id, sleep) {
+                // Step 06: a thread pool sleeps instead of us, and the loop hears when it is done.
+                Ok(()) => None,
+                // Here it is made on the loop's one thread. Every other client waits for it, and
+                // so does our clock.
+                Err(sleep) => {
+                    sleep();
+                    cx.now = Instant::now();
+                    return self.respond(&exchange, &response, cx);
+                }
+            }
         };
         let answer = Box::new(Delayed { exchange, response });
         self.state = State::Waiting { answer, until };

@@ -5,7 +5,7 @@
 //! events; `epoll_wait` returns only the descriptors that are ready.
 
 use std::io;
-use std::os::fd::BorrowedFd;
+use std::os::fd::{AsFd, BorrowedFd};
 use std::time::Duration;
 
 use nix::errno::Errno;
@@ -24,22 +24,19 @@ pub(super) struct Epoll {
 fn flags(interest: Interest) -> EpollFlags {
     let mut flags = EpollFlags::EPOLLET;
     if interest.is_readable() {
-        flags |= EpollFlags::EPOLLIN;
-        if !interest.is_exclusive() {
-            // Tell us when the peer closes its side, even when the close came with data.
-            flags |= EpollFlags::EPOLLRDHUP;
-        }
+        // EPOLLRDHUP: tell us when the peer closes its side, even when the close came with data.
+        flags |= EpollFlags::EPOLLIN | EpollFlags::EPOLLRDHUP;
     }
     if interest.is_writable() {
         flags |= EpollFlags::EPOLLOUT;
     }
-    if interest.is_exclusive() {
-        // Wake one of the epoll instances that wait on this listener, not all (Linux 4.5+).
-        // Only IN, OUT, ET and WAKEUP may go with it, so no EPOLLRDHUP; a listener does not need
-        // it anyway.
-        flags |= EpollFlags::EPOLLEXCLUSIVE;
-    }
     flags
+}
+
+impl AsFd for Epoll {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.instance.0.as_fd()
+    }
 }
 
 impl Backend for Epoll {

@@ -6,7 +6,7 @@
 //! therefore come back as two events, one per filter; the event loop handles each alike.
 
 use std::io;
-use std::os::fd::{AsRawFd, BorrowedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use std::time::Duration;
 
 use nix::errno::Errno;
@@ -70,6 +70,12 @@ impl Kqueue {
     }
 }
 
+impl AsFd for Kqueue {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.instance.as_fd()
+    }
+}
+
 impl Backend for Kqueue {
     fn new() -> io::Result<Self> {
         let instance = Instance::new()?;
@@ -91,7 +97,6 @@ impl Backend for Kqueue {
     }
 
     fn register(&self, fd: BorrowedFd<'_>, token: Token, interest: Interest) -> io::Result<()> {
-        // `interest.is_exclusive()` has no kqueue counterpart: every waiting kqueue is told.
         self.apply(&add_both(fd, token, interest))
     }
 

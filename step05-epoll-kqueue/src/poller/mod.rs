@@ -17,8 +17,13 @@
 //! deliberately leave unread (a client whose answers it does not read, a request waiting on a
 //! timer) does not wake the loop again and again. The price is a rule the rest of the step
 //! follows: an event is a hint that is *not repeated*, so the connection remembers "readable" and
-//! "writable" itself and keeps reading or writing until the call fails with `EWOULDBLOCK`; only
-//! that clears the flag. Stop early, and no new event will come to remind you.
+//! "writable" itself and clears a flag only when the socket has nothing more for it now. A `read` that
+//! returns fewer bytes than it had room for emptied the receive queue (a TCP read takes all that
+//! is queued, up to the room given), and so did one that fails with `EWOULDBLOCK`; either clears
+//! "readable", unless the peer also closed its side ([`Event::read_closed`]: then it reads on to
+//! the 0). Writes go on until the answer is out or a `write` fails with `EWOULDBLOCK` (the send
+//! buffer is full), which clears "writable". Bytes or room that come later make a new edge,
+//! reported again. Stop before that, and no new event will come to remind you.
 //!
 //! The platform code is fenced in `epoll.rs` (Linux) and `kqueue.rs` (macOS, the BSDs) behind
 //! the small `Backend` trait; the rest of the step only sees [`Poller`], [`Token`],
@@ -55,8 +60,9 @@ use kqueue::Kqueue as Platform;
 /// How many events one [`Poller::wait`] returns at most; more stay queued for the next wait.
 pub const EVENTS_PER_WAIT: usize = 1024;
 
-/// Names a registered descriptor in the events that [`Poller::wait`] returns. The event loop
-/// uses a connection's slot number, and a few reserved values for its own descriptors.
+/// Names a registered descriptor in the events that [`Poller::wait`] returns: the word of ours
+/// that epoll and kqueue hand back with an event. The event loop uses a connection's slot
+/// number, and a few reserved values for its own descriptors.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Token(pub usize);
 
@@ -65,7 +71,6 @@ pub struct Token(pub usize);
 pub struct Interest {
     readable: bool,
     writable: bool,
-    exclusive: bool,
 }
 
 impl Interest {
@@ -73,28 +78,13 @@ impl Interest {
     pub const READABLE: Interest = Interest {
         readable: true,
         writable: false,
-        exclusive: false,
     };
 
     /// Tell me when it can be read and when it can be written.
     pub const READABLE_WRITABLE: Interest = Interest {
         readable: true,
         writable: true,
-        exclusive: false,
     };
-
-    /// Wake only one of the pollers waiting on this descriptor, not all of them.
-    ///
-    /// This is for a listening socket that several processes share (step06): without it, a new
-    /// connection wakes every worker and all but one find nothing to accept (the *thundering
-    /// herd*). On Linux it is `EPOLLEXCLUSIVE`, which only [`Poller::register`] accepts; kqueue
-    /// has no such flag, so elsewhere it changes nothing.
-    pub const fn exclusive(self) -> Interest {
-        Interest {
-            exclusive: true,
-            ..self
-        }
-    }
 
     pub const fn is_readable(self) -> bool {
         self.readable
@@ -102,10 +92,6 @@ impl Interest {
 
     pub const fn is_writable(self) -> bool {
         self.writable
-    }
-
-    pub const fn is_exclusive(self) -> bool {
-        self.exclusive
     }
 }
 
@@ -122,8 +108,9 @@ pub struct Event {
     pub read_closed: bool,
 }
 
-/// What each platform provides. Only one implementation is compiled on a given system.
-trait Backend: Sized {
+/// What each platform provides. Only one implementation is compiled on a given system. Its
+/// descriptor is the epoll or kqueue instance.
+trait Backend: AsFd + Sized {
     fn new() -> io::Result<Self>;
     fn register(&self, fd: BorrowedFd<'_>, token: Token, interest: Interest) -> io::Result<()>;
     fn deregister(&self, fd: BorrowedFd<'_>) -> io::Result<()>;
@@ -181,6 +168,14 @@ impl Poller {
     pub fn wait(&mut self, events: &mut Vec<Event>, timeout: Option<Duration>) -> io::Result<()> {
         events.clear();
         self.backend.wait(events, timeout)
+    }
+}
+
+/// The epoll or kqueue instance itself, for a program that needs a flag this interface leaves
+/// out (step 06: `EPOLLEXCLUSIVE`, for a listener several processes share).
+impl AsFd for Poller {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.backend.as_fd()
     }
 }
 
@@ -257,20 +252,5 @@ mod tests {
         let events = wait(&mut poller, 1000);
         assert!(events.iter().all(|e| e.token == Token(3)), "{events:?}");
         assert!(events.iter().any(|e| e.writable), "{events:?}");
-    }
-
-    #[test]
-    fn an_exclusive_listener_is_reported() {
-        let mut poller = Poller::new().unwrap();
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        poller
-            .register(&listener, Token(9), Interest::READABLE.exclusive())
-            .unwrap();
-        let _client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
-        let events = wait(&mut poller, 1000);
-        assert_eq!(
-            events.first().map(|e| (e.token, e.readable)),
-            Some((Token(9), true))
-        );
     }
 }
