@@ -330,6 +330,11 @@ impl<'s> EventLoop<'s> {
         }
         self.cx.shutting_down = true;
         self.grace_deadline = Some(self.cx.now + self.cx.config.grace);
+        // Closing a listening socket resets the connections the kernel completed but nobody
+        // accepted yet (step 06's `--listen reuseport` workers each close their own): take
+        // them first. They are served, and closed after their answer, as the ones already open.
+        self.accept_ready = true;
+        self.accept_until_blocked();
         if let Some(listener) = self.listener.take() {
             // It will not accept again: a hook that shares the listener stops watching it.
             self.cx.hook.can_accept(&self.poller, &listener, false);

@@ -299,6 +299,16 @@ impl ProxyWorker {
             }
         }
         let _ = stop.send(true);
+        // Closing a listening socket resets the connections the kernel completed but nobody
+        // accepted yet (a `--listen reuseport` worker's socket is its own): take them first,
+        // and serve them as the others, each closed after its answer.
+        for (stream, peer) in accepted_by_the_kernel(&listener) {
+            let (proxy, alive) = (Arc::clone(&proxy), alive.clone());
+            tokio::spawn(async move {
+                serve(stream, peer, proxy, Role::Client).await;
+                drop(alive);
+            });
+        }
         // Stop accepting: new clients wait in the backlog for the next generation's workers.
         drop((listener, admin));
         drop(alive);
@@ -336,6 +346,26 @@ async fn accept(
         Some(listener) => listener.accept().await,
         None => std::future::pending().await,
     }
+}
+
+/// The connections waiting in `listener`'s backlog now, accepted without waiting. Not with
+/// tokio's `accept`: it tries only once its poller has reported the socket readable, and a
+/// connection that arrived since the poller's last turn would be missed.
+fn accepted_by_the_kernel(listener: &TcpListener) -> Vec<(TcpStream, std::net::SocketAddr)> {
+    let Ok(listener) = listener.as_fd().try_clone_to_owned().map(StdListener::from) else {
+        return Vec::new();
+    };
+    let mut taken = Vec::new();
+    // Non-blocking already: the descriptor shares its open file with tokio's.
+    while let Ok((stream, peer)) = listener.accept() {
+        let stream = stream
+            .set_nonblocking(true)
+            .and_then(|()| TcpStream::from_std(stream));
+        if let Ok(stream) = stream {
+            taken.push((stream, peer));
+        }
+    }
+    taken
 }
 
 /// An `accept` failure costs one client, never the worker; out of descriptors, we pause.

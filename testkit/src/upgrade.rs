@@ -129,7 +129,9 @@ pub fn master_of(server: &Server) -> (u32, u64) {
 /// processes: its workers and anything else it starts) while 8 clients keep asking for `path`,
 /// after the binary on disk was rebuilt: the new binary's master takes over (`/stats` names
 /// it, generation 2), the old master exits 0 with its workers, no request fails, and once the
-/// new master is stopped no process of either generation is left. Returns what it measured,
+/// new master is stopped no process of either generation is left (with `--listen reuseport`
+/// and `tcp_migrate_req` off, at most 3 connections may be reset at an old socket's close: see
+/// below). Returns what it measured,
 /// and the lines both masters printed on stdout.
 pub fn an_upgrade_under_load_fails_no_request(
     bin: &str,
@@ -175,11 +177,32 @@ pub fn an_upgrade_under_load_fails_no_request(
         server.stderr_lines()
     );
     assert!(report.ok > 50, "{measured}: too few requests answered");
+    // With `--listen reuseport` each old worker closes a socket of its own, and the kernel
+    // resets a connection that reached it in the instant before (its handshake done, its
+    // request not yet there to be accepted), unless `net.ipv4.tcp_migrate_req` moves it to a
+    // sibling: the window beyond-step07.md describes, small, not closed. There, and only
+    // there, a few resets are what the design allows; anything else, or more, fails.
+    let reuseport = args
+        .windows(2)
+        .any(|pair| pair == ["--listen", "reuseport"]);
+    let migrated = fs::read_to_string("/proc/sys/net/ipv4/tcp_migrate_req")
+        .is_ok_and(|value| value.trim() == "1");
+    let allowed = if reuseport && !migrated { 3 } else { 0 };
+    let reset_only = report
+        .failures
+        .iter()
+        .all(|failure| failure.contains("reset by peer"));
     assert!(
-        report.failures.is_empty(),
-        "{measured}: {:?}",
+        report.failures.is_empty() || (reset_only && report.failures.len() <= allowed),
+        "{measured} (allowed: {allowed} resets at an old socket's close): {:?}",
         report.failures.iter().take(3).collect::<Vec<_>>()
     );
+    if !report.failures.is_empty() {
+        eprintln!(
+            "{measured}: reset at an old worker's socket close (tcp_migrate_req is 0): {:?}",
+            report.failures
+        );
+    }
     let left: Vec<u32> = old_children
         .iter()
         .copied()
