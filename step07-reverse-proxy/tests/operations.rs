@@ -521,17 +521,7 @@ fn an_upgrade_under_load_fails_no_request_in_both_modes() {
     }
     let bin = env!("CARGO_BIN_EXE_step07-reverse-proxy");
     for mode in ["shared", "reuseport"] {
-        let args = [
-            "--quiet",
-            "--workers",
-            "2",
-            "--listen",
-            mode,
-            "--demo-upstreams",
-            "1",
-            "--admin",
-            "127.0.0.1:0",
-        ];
+        let args = upgrade_args(mode, &["--admin", "127.0.0.1:0"]);
         // Two workers and the demo's upstream.
         let (measured, stdout) =
             upgrade::an_upgrade_under_load_fails_no_request(bin, &args, 3, "/");
@@ -565,15 +555,7 @@ fn a_failing_new_binary_leaves_the_old_master_serving_in_both_modes() {
     }
     let bin = env!("CARGO_BIN_EXE_step07-reverse-proxy");
     for mode in ["shared", "reuseport"] {
-        let args = [
-            "--quiet",
-            "--workers",
-            "2",
-            "--listen",
-            mode,
-            "--demo-upstreams",
-            "1",
-        ];
+        let args = upgrade_args(mode, &[]);
         // Two workers and the demo's upstream.
         eprintln!(
             "{mode}: {}",
@@ -592,18 +574,26 @@ fn a_hung_new_binary_is_stopped_after_the_timeout_in_both_modes() {
     }
     let bin = env!("CARGO_BIN_EXE_step07-reverse-proxy");
     for mode in ["shared", "reuseport"] {
-        let args = [
-            "--quiet",
-            "--workers",
-            "2",
-            "--listen",
-            mode,
-            "--demo-upstreams",
-            "1",
-        ];
+        let args = upgrade_args(mode, &[]);
         eprintln!(
             "{mode}: {}",
             upgrade::a_hung_new_binary_is_stopped_after_the_timeout(bin, &args, 3)
         );
     }
+}
+
+/// The proxy the upgrade tests replace: two workers in listen `mode` and one demo upstream (three
+/// processes under the master), with `more` options.
+fn upgrade_args<'a>(mode: &'a str, more: &[&'a str]) -> Vec<&'a str> {
+    let mut args = vec![
+        "--quiet",
+        "--workers",
+        "2",
+        "--listen",
+        mode,
+        "--demo-upstreams",
+        "1",
+    ];
+    args.extend_from_slice(more);
+    args
 }
