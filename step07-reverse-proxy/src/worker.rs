@@ -15,7 +15,7 @@ use step06_master_worker::{Worker, WorkerBody};
 use tokio::io::Interest;
 use tokio::io::unix::AsyncFd;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Semaphore, mpsc, watch};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
 use tokio::time::{MissedTickBehavior, interval, sleep, timeout};
 
 use crate::client::Role;
@@ -274,6 +274,14 @@ impl ProxyWorker {
         // Every connection task holds a clone of `alive`; once all are dropped, `recv` ends:
         // the way to know that every connection has finished.
         let (alive, mut all_finished) = mpsc::channel::<()>(1);
+        // Each connection in a task of its own, holding `alive` (and its permit) to the end.
+        let serve_in_a_task = |stream, peer, role, permit: Option<OwnedSemaphorePermit>| {
+            let (proxy, alive) = (Arc::clone(&proxy), alive.clone());
+            tokio::spawn(async move {
+                serve(stream, peer, proxy, role).await;
+                drop((alive, permit));
+            });
+        };
         loop {
             let next_client = async {
                 let permit = Arc::clone(&slots).acquire_owned().await;
@@ -288,13 +296,7 @@ impl ProxyWorker {
                 _ = stopping.readable() => break,
             };
             match accepted {
-                Ok((stream, peer)) => {
-                    let (proxy, alive) = (Arc::clone(&proxy), alive.clone());
-                    tokio::spawn(async move {
-                        serve(stream, peer, proxy, role).await;
-                        drop((alive, permit));
-                    });
-                }
+                Ok((stream, peer)) => serve_in_a_task(stream, peer, role, permit),
                 Err(error) => accept_failed(&error).await,
             }
         }
@@ -303,11 +305,7 @@ impl ProxyWorker {
         // accepted yet (a `--listen reuseport` worker's socket is its own): take them first,
         // and serve them as the others, each closed after its answer.
         for (stream, peer) in accepted_by_the_kernel(&listener) {
-            let (proxy, alive) = (Arc::clone(&proxy), alive.clone());
-            tokio::spawn(async move {
-                serve(stream, peer, proxy, Role::Client).await;
-                drop(alive);
-            });
+            serve_in_a_task(stream, peer, Role::Client, None);
         }
         // Stop accepting: new clients wait in the backlog for the next generation's workers.
         drop((listener, admin));
